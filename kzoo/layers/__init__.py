@@ -1,0 +1,1 @@
+"""Reusable Keras layers: `keras` and `keras.ops` only, no backend imports."""

@@ -1,0 +1,83 @@
+"""`ZooModel`: the base of kzoo's functional models.
+
+A zoo model is a functional `keras.Model` built entirely in `__init__`; its
+config is its constructor arguments, so `from_config` is `cls(**config)` and a
+`.keras` file records the hyperparameters a person would recognise. Classifiers
+share one small interface (the one timm users rely on): name the classifier
+layer, take the features without the head, and swap the head.
+"""
+
+import keras
+
+
+class ZooModel(keras.Model):
+    """Base class: functional model whose config is its constructor arguments.
+
+    Subclasses build their graph, call `super().__init__(inputs, outputs, ...)`
+    and then `self._set_config(...)` with every constructor argument.
+    """
+
+    #: Name of the layer that maps features to logits (None: no classifier).
+    classifier_name = "head"
+
+    def _set_config(self, **config):
+        self.model_config = dict(config)
+
+    def get_config(self):
+        return {"name": self.name, "trainable": self.trainable, **self.model_config}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    # === Classifier interface ===
+    def get_classifier(self):
+        """Return the classifier (head) layer.
+
+        Raises:
+            ValueError: the model has no classifier layer.
+        """
+        names = [layer.name for layer in self.layers]
+        if self.classifier_name not in names:
+            raise ValueError(
+                f"Received a request for the classifier of {self.name!r}, which has "
+                f"no layer named {self.classifier_name!r}; it is not a classifier."
+            )
+        return self.get_layer(self.classifier_name)
+
+    def feature_extractor(self):
+        """Return a `keras.Model` that maps the inputs to the head's input.
+
+        The returned model shares weights with this one.
+        """
+        head = self.get_classifier()
+        features = head.input
+        # A dropout right before the head belongs to the head, not the features.
+        dropout_name = f"{self.classifier_name}_dropout"
+        if dropout_name in [layer.name for layer in self.layers]:
+            features = self.get_layer(dropout_name).input
+        return keras.Model(self.inputs, features, name=f"{self.name}_features")
+
+    def reset_classifier(self, num_classes):
+        """Return a copy of this model with a new, freshly initialised head.
+
+        Every weight except the head's is copied, so the result is ready for
+        fine-tuning on a task with `num_classes` classes.
+
+        Args:
+            num_classes: int. Classes of the new head.
+        """
+        if "num_classes" not in self.model_config:
+            raise ValueError(
+                f"Received reset_classifier(num_classes={num_classes!r}) on "
+                f"{self.name!r}, which has no num_classes argument to change."
+            )
+        config = {**self.get_config(), "num_classes": num_classes}
+        if "num_outputs" in config:
+            config["num_outputs"] = None
+        new = type(self).from_config(config)
+        head = self.get_classifier().name
+        for layer in self.layers:
+            if layer.name != head and layer.weights:
+                new.get_layer(layer.name).set_weights(layer.get_weights())
+        return new

@@ -1,0 +1,118 @@
+"""Multilayer perceptron: dense blocks with optional batch norm and dropout."""
+
+import keras
+
+from kzoo import validation
+from kzoo.models.base import ZooModel
+from kzoo.registry import register_model
+
+ACTIVATIONS = ("relu", "gelu", "silu", "tanh", "sigmoid", "elu", "leaky_relu")
+
+
+def head(x, *, num_classes=None, num_outputs=None, dropout=0.0, name="head"):
+    """Attach a classification (logits) or regression head to `x`.
+
+    Exactly one of `num_classes` and `num_outputs` must be given. The head
+    computes in float32 under mixed precision so that logits and losses stay
+    accurate.
+    """
+    validation.exactly_one([("num_classes", num_classes), ("num_outputs", num_outputs)])
+    units = validation.positive_int(
+        "num_classes" if num_classes is not None else "num_outputs",
+        num_classes if num_classes is not None else num_outputs,
+    )
+    if dropout:
+        x = keras.layers.Dropout(dropout, name=f"{name}_dropout")(x)
+    return keras.layers.Dense(units, dtype="float32", name=name)(x)
+
+
+@keras.saving.register_keras_serializable(package="kzoo")
+@register_model(
+    "mlp",
+    family="mlp",
+    task="classification",
+    tiny={"input_shape": (12,), "num_classes": 3, "hidden_units": (16, 8),
+          "batch_norm": True, "dropout": 0.1},
+    recipe="recipes/mlp.py",
+)
+class MLP(ZooModel):
+    """Multilayer perceptron for flat feature vectors.
+
+    Inputs of any shape are flattened first, so images work too.
+
+    Args:
+        input_shape: tuple. Shape of one example, batch axis excluded.
+            Defaults to `(64,)` (the 8x8 digits flattened).
+        num_classes: int or None. Classes of the classification head (logits).
+            Defaults to 10.
+        num_outputs: int or None. Outputs of a regression head; give it and
+            set `num_classes=None` for regression. Defaults to None.
+        hidden_units: tuple of int. Width of each hidden layer. Defaults to
+            `(256, 128)`.
+        activation: str. Hidden activation, one of `ACTIVATIONS`. Defaults to
+            `"relu"`.
+        batch_norm: bool. Batch normalisation before each activation.
+            Defaults to False.
+        dropout: float. Dropout rate after each hidden layer. Defaults to 0.
+        l1: float. L1 penalty on the dense kernels. Defaults to 0.
+        l2: float. L2 penalty on the dense kernels. Defaults to 0.
+        name: str. Model name. Defaults to `"mlp"`.
+
+    Example:
+
+    >>> import numpy as np, kzoo
+    >>> model = kzoo.create_model("mlp", input_shape=(40,), num_classes=10)
+    >>> model.predict(np.zeros((2, 40)), verbose=0).shape
+    (2, 10)
+    >>> reg = kzoo.create_model("mlp", input_shape=(5,), num_classes=None,
+    ...                         num_outputs=2)
+    >>> reg.output_shape
+    (None, 2)
+    """
+
+    def __init__(
+        self,
+        input_shape=(64,),
+        num_classes=10,
+        num_outputs=None,
+        hidden_units=(256, 128),
+        activation="relu",
+        batch_norm=False,
+        dropout=0.0,
+        l1=0.0,
+        l2=0.0,
+        name="mlp",
+        **kwargs,
+    ):
+        input_shape = validation.shape("input_shape", input_shape, ranks=(1, 2, 3, 4))
+        hidden_units = validation.int_sequence("hidden_units", hidden_units, allow_empty=True)
+        validation.choice("activation", activation, ACTIVATIONS)
+        dropout = validation.fraction("dropout", dropout)
+        for key, value in (("l1", l1), ("l2", l2)):
+            if not isinstance(value, (int, float)) or value < 0:
+                raise ValueError(
+                    f"Received {key}={value!r}; expected a number >= 0 such as {key}=1e-4."
+                )
+        regularizer = keras.regularizers.L1L2(l1=l1, l2=l2) if (l1 or l2) else None
+
+        # === Layers and functional graph ===
+        inputs = keras.Input(input_shape, name="features")
+        x = keras.layers.Flatten(name="flatten")(inputs) if len(input_shape) > 1 else inputs
+        for i, units in enumerate(hidden_units):
+            x = keras.layers.Dense(
+                units, use_bias=not batch_norm, kernel_regularizer=regularizer, name=f"dense_{i}"
+            )(x)
+            if batch_norm:
+                x = keras.layers.BatchNormalization(name=f"bn_{i}")(x)
+            x = keras.layers.Activation(activation, name=f"act_{i}")(x)
+            if dropout:
+                x = keras.layers.Dropout(dropout, name=f"dropout_{i}")(x)
+        outputs = head(x, num_classes=num_classes, num_outputs=num_outputs)
+        super().__init__(inputs, outputs, name=name, **kwargs)
+
+        # === Config ===
+        self._set_config(
+            input_shape=input_shape, num_classes=num_classes, num_outputs=num_outputs,
+            hidden_units=hidden_units, activation=activation, batch_norm=batch_norm,
+            dropout=dropout, l1=l1, l2=l2,
+        )

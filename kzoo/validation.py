@@ -1,0 +1,108 @@
+"""Argument checks shared by every builder.
+
+Each check raises `ValueError` (or `TypeError`) with one sentence: the value
+received, what is expected, and how to fix it.
+"""
+
+import numbers
+
+
+def positive_int(name, value):
+    """Return `value` if it is a positive integer, else raise."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(
+            f"Received {name}={value!r}; expected a positive integer, "
+            f"so pass e.g. {name}=1 or more."
+        )
+    return int(value)
+
+
+def non_negative_int(name, value):
+    """Return `value` if it is an integer >= 0, else raise."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+        raise ValueError(
+            f"Received {name}={value!r}; expected an integer >= 0."
+        )
+    return int(value)
+
+
+def fraction(name, value, *, inclusive_one=False):
+    """Return `value` if it lies in [0, 1) (or [0, 1]), else raise."""
+    upper_ok = value <= 1 if inclusive_one else value < 1
+    if not isinstance(value, numbers.Real) or isinstance(value, bool) or not (
+        0 <= value and upper_ok
+    ):
+        interval = "[0, 1]" if inclusive_one else "[0, 1)"
+        raise ValueError(
+            f"Received {name}={value!r}; expected a number in {interval}, "
+            f"such as {name}=0.1."
+        )
+    return float(value)
+
+
+def choice(name, value, choices):
+    """Return `value` if it is one of `choices`, else raise."""
+    if value not in choices:
+        raise ValueError(
+            f"Received {name}={value!r}; expected one of {list(choices)}."
+        )
+    return value
+
+
+def int_sequence(name, value, *, allow_empty=False):
+    """Return `value` as a tuple of positive ints, else raise."""
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        value = (value,)
+    try:
+        items = tuple(value)
+    except TypeError:
+        items = None
+    if (
+        items is None
+        or (not items and not allow_empty)
+        or any(
+            isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1
+            for v in items
+        )
+    ):
+        raise ValueError(
+            f"Received {name}={value!r}; expected a "
+            f"{'' if allow_empty else 'non-empty '}sequence of positive "
+            f"integers, such as {name}=(64, 64)."
+        )
+    return tuple(int(v) for v in items)
+
+
+def shape(name, value, ranks):
+    """Return `value` as a tuple of positive ints whose length is in `ranks`.
+
+    `None` entries are allowed (variable-length axes).
+    """
+    try:
+        items = tuple(value)
+    except TypeError:
+        items = None
+    ok = items is not None and len(items) in ranks and all(
+        v is None
+        or (isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= 1)
+        for v in items
+    )
+    if not ok:
+        wanted = " or ".join(str(r) for r in sorted(ranks))
+        raise ValueError(
+            f"Received {name}={value!r}; expected a tuple of {wanted} positive "
+            f"integers (batch axis excluded), such as {name}="
+            f"{(32,) * min(ranks)}."
+        )
+    return tuple(None if v is None else int(v) for v in items)
+
+
+def exactly_one(names_values):
+    """Raise unless exactly one of the `(name, value)` pairs is not None."""
+    given = [n for n, v in names_values if v is not None]
+    names = " or ".join(n for n, _ in names_values)
+    if len(given) != 1:
+        raise ValueError(
+            f"Received {given or 'neither'} set; expected exactly one of "
+            f"{names}, so pass one of them."
+        )
