@@ -131,7 +131,7 @@ def register_model(
 
 
 def register_variant(
-    name, cls, *, summary, family, task, tiny, tiny_inputs=None, recipe=None, **fixed
+    name, cls, /, *, summary, family, task, tiny, tiny_inputs=None, recipe=None, **fixed
 ):
     """Register `cls` with some arguments fixed, as a named variant.
 
@@ -144,7 +144,8 @@ def register_variant(
         cls: a model class (or builder function) to call.
         summary: str. One line saying what the variant is.
         family, task, tiny, tiny_inputs, recipe: as in `register_model`.
-        **fixed: the arguments that define the variant.
+        **fixed: the arguments that define the variant (a `name=` among them
+            names the built model).
     """
     register_model(
         name, family=family, task=task, tiny=tiny, tiny_inputs=tiny_inputs, recipe=recipe
