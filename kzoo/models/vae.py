@@ -1,0 +1,392 @@
+"""Variational autoencoders (Kingma & Welling, 2014): dense and convolutional.
+
+An encoder maps an image to a diagonal Gaussian `q(z|x)`; the
+reparameterisation trick `z = mean + exp(log_var / 2) * eps` makes the sample
+differentiable; a decoder maps `z` to per-pixel Bernoulli means. Training
+minimises the negative ELBO = reconstruction (binary cross-entropy summed over
+pixels) + KL(q(z|x) || N(0, I)), both reported as metrics, in nats per image.
+
+The models are functional: calling one on images returns a dict with the
+`reconstruction` (decoded from the posterior mean at inference, from a sample
+in training), `z_mean` and `z_log_var`, and `compute_loss` reads that dict,
+so Keras' own `train_step` trains them on every backend.
+"""
+
+import keras
+import numpy as np
+from keras import ops
+
+from kzoo import validation
+from kzoo.models.base import ZooModel
+from kzoo.registry import register_model
+
+# === Blocks ===
+
+
+@keras.saving.register_keras_serializable(package="kzoo")
+class GaussianSampling(keras.layers.Layer):
+    """Reparameterised sample `mean + exp(log_var / 2) * eps` in training.
+
+    At inference it returns `mean`, so a trained VAE reconstructs
+    deterministically.
+
+    Args:
+        seed: int. Seed of the noise. Defaults to 0.
+        **kwargs: `keras.layers.Layer` arguments (`name`, `dtype`).
+
+    Example:
+
+    >>> import numpy as np
+    >>> layer = GaussianSampling()
+    >>> mean, log_var = np.ones((2, 3)), np.zeros((2, 3))
+    >>> np.asarray(layer([mean, log_var])).tolist()
+    [[1.0, 1.0, 1.0], [1.0, 1.0, 1.0]]
+    >>> layer([mean, log_var], training=True).shape
+    (2, 3)
+    """
+
+    def __init__(self, seed=0, **kwargs):
+        super().__init__(**kwargs)
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def call(self, inputs, training=False):
+        mean, log_var = inputs
+        if not training:
+            return mean
+        eps = keras.random.normal(ops.shape(mean), dtype=mean.dtype, seed=self.seed_generator)
+        return mean + ops.exp(0.5 * log_var) * eps
+
+    def compute_output_shape(self, input_shape):
+        return input_shape[0]
+
+    def get_config(self):
+        return {**super().get_config(), "seed": self.seed}
+
+
+def _value_range(value):
+    try:
+        low, high = (float(v) for v in value)
+    except (TypeError, ValueError):
+        low = high = None
+    if low is None or not low < high:
+        raise ValueError(
+            f"Received value_range={value!r}; expected (low, high) with low < high "
+            "such as (0.0, 1.0), the range of the training images."
+        )
+    return (low, high)
+
+
+# === The shared model: loss, encode, decode, generate ===
+
+
+class VariationalAutoencoder(ZooModel):
+    """Base of `VAE` and `ConvVAE`: subclasses build the encoder and decoder.
+
+    Subclasses call `_build(encoder, decoder, image_shape, ...)` where
+    `encoder` maps images in [0, 1] to `[z_mean, z_log_var]` and `decoder`
+    maps `z` to images in [0, 1]; images outside the model are in
+    `value_range`.
+    """
+
+    classifier_name = None
+
+    def _build(self, encoder, decoder, image_shape, latent_dim, value_range, beta, name, kwargs):
+        low, high = value_range
+        images = keras.Input(image_shape, name="images")
+        unit = keras.layers.Rescaling(1.0 / (high - low), offset=-low / (high - low),
+                                      name="to_unit")(images)
+        z_mean, z_log_var = encoder(unit)
+        z = GaussianSampling(name="sampling")([z_mean, z_log_var])
+        decoded = decoder(z)
+        reconstruction = keras.layers.Rescaling(high - low, offset=low, dtype="float32",
+                                                name="reconstruction")(decoded)
+        outputs = {"reconstruction": reconstruction, "z_mean": z_mean, "z_log_var": z_log_var}
+        super().__init__(images, outputs, name=name, **kwargs)
+        self.encoder, self.decoder = encoder, decoder
+        self.latent_dim, self.value_range, self.beta = latent_dim, value_range, beta
+        self.reconstruction_tracker = keras.metrics.Mean(name="reconstruction_loss")
+        self.kl_tracker = keras.metrics.Mean(name="kl_loss")
+
+    def compile(self, optimizer=None, **kwargs):
+        """Configure training; the model defines its own loss.
+
+        Args:
+            optimizer: `keras.optimizers.Optimizer`. Defaults to `Adam(1e-3)`.
+            **kwargs: other `keras.Model.compile` arguments; `loss` and
+                `metrics` must stay None.
+        """
+        for key in ("loss", "metrics"):
+            if kwargs.get(key) is not None:
+                raise ValueError(
+                    f"Received compile({key}=...) for {self.name!r}; a VAE defines its "
+                    "own loss (reconstruction + KL), so leave it out."
+                )
+        super().compile(optimizer=optimizer or keras.optimizers.Adam(1e-3), **kwargs)
+
+    def compile_from_config(self, config):
+        config = keras.saving.deserialize_keras_object(config)
+        self.compile(**config)
+        self.optimizer.build(self.trainable_variables)
+
+    @property
+    def metrics(self):
+        own = [self.reconstruction_tracker, self.kl_tracker]
+        return ([self._loss_tracker] if self.compiled else []) + own
+
+    def _unit(self, images):
+        low, high = self.value_range
+        return (ops.cast(images, "float32") - low) / (high - low)
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        target = self._unit(x)
+        low, high = self.value_range
+        decoded = (ops.cast(y_pred["reconstruction"], "float32") - low) / (high - low)
+        decoded = ops.clip(decoded, 1e-6, 1 - 1e-6)
+        # Bernoulli log-likelihood of every pixel, summed per image.
+        bce = -(target * ops.log(decoded) + (1 - target) * ops.log(1 - decoded))
+        reconstruction = ops.mean(ops.sum(ops.reshape(bce, (ops.shape(bce)[0], -1)), axis=1))
+        mean = ops.cast(y_pred["z_mean"], "float32")
+        log_var = ops.cast(y_pred["z_log_var"], "float32")
+        kl = -0.5 * ops.sum(1 + log_var - ops.square(mean) - ops.exp(log_var), axis=1)
+        kl = ops.mean(kl)
+        self.reconstruction_tracker.update_state(reconstruction)
+        self.kl_tracker.update_state(kl)
+        total = reconstruction + self.beta * kl
+        if self.losses:
+            total = total + ops.sum(ops.stack([ops.cast(v, "float32") for v in self.losses]))
+        return total
+
+    def encode(self, images):
+        """Return the posterior `(z_mean, z_log_var)` of `images` as NumPy arrays."""
+        z_mean, z_log_var = self.encoder(self._unit(images), training=False)
+        return ops.convert_to_numpy(z_mean), ops.convert_to_numpy(z_log_var)
+
+    def decode(self, z):
+        """Return the decoded images (Bernoulli means) in the data's range."""
+        low, high = self.value_range
+        out = self.decoder(ops.convert_to_tensor(np.asarray(z, "float32")), training=False)
+        return ops.convert_to_numpy(out) * (high - low) + low
+
+    def generate(self, n, seed=None, batch_size=256):
+        """Decode `n` latent vectors drawn from the prior N(0, I).
+
+        Args:
+            n: int. How many images.
+            seed: int or None. Fixes the latent vectors; None draws new ones.
+            batch_size: int. Images per decoder call. Defaults to 256.
+        """
+        n = validation.positive_int("n", n)
+        z = np.random.default_rng(seed).standard_normal((n, self.latent_dim)).astype("float32")
+        return np.concatenate([self.decode(z[i : i + batch_size]) for i in range(0, n, batch_size)])
+
+
+def tiny_vae_inputs(batch, rng):
+    """Images in [0, 1] for the tiny `vae` config (shape (6, 6, 1))."""
+    return rng.uniform(0, 1, size=(batch, 6, 6, 1)).astype("float32")
+
+
+def tiny_conv_vae_inputs(batch, rng):
+    """Images in [0, 1] for the tiny `conv_vae` config (shape (8, 8, 1))."""
+    return rng.uniform(0, 1, size=(batch, 8, 8, 1)).astype("float32")
+
+
+# === Dense VAE ===
+
+
+@keras.saving.register_keras_serializable(package="kzoo")
+@register_model(
+    "vae",
+    family="generative",
+    task="self_supervised",
+    tiny={"image_shape": (6, 6, 1), "latent_dim": 2, "hidden_units": (8,)},
+    tiny_inputs=tiny_vae_inputs,
+    recipe="recipes/vae.py",
+)
+class VAE(VariationalAutoencoder):
+    """Variational autoencoder with fully connected encoder and decoder.
+
+    Calling the model returns `{"reconstruction", "z_mean", "z_log_var"}`;
+    `fit(x)` minimises the negative ELBO (metrics `reconstruction_loss` and
+    `kl_loss`, nats per image); `encode`, `decode` and `generate` work on
+    NumPy arrays in the data's range.
+
+    Args:
+        image_shape: tuple. Shape of one image, e.g. `(16, 16, 1)`. Defaults
+            to `(16, 16, 1)`.
+        latent_dim: int. Size of the latent space. Defaults to 16.
+        hidden_units: tuple of int. Encoder hidden widths; the decoder uses
+            them in reverse. Defaults to `(512, 256)`.
+        beta: float. Weight of the KL term (1 gives the ELBO; >1 a beta-VAE).
+            Defaults to 1.0.
+        value_range: tuple. `(low, high)` of the pixel values; the likelihood
+            is Bernoulli on pixels scaled to [0, 1]. Defaults to `(0.0, 1.0)`.
+        name: str. Model name. Defaults to `"vae"`.
+
+    Example:
+
+    >>> import numpy as np, kzoo
+    >>> vae = kzoo.create_model("vae", image_shape=(8, 8, 1), latent_dim=2,
+    ...                         hidden_units=(16,))
+    >>> vae.compile()
+    >>> x = np.random.default_rng(0).uniform(size=(32, 8, 8, 1))
+    >>> history = vae.fit(x, batch_size=16, epochs=1, verbose=0)
+    >>> sorted(history.history)
+    ['kl_loss', 'loss', 'reconstruction_loss']
+    >>> vae(x[:2])["reconstruction"].shape
+    (2, 8, 8, 1)
+    >>> z_mean, z_log_var = vae.encode(x[:3])
+    >>> z_mean.shape, vae.decode(z_mean).shape, vae.generate(5, seed=0).shape
+    ((3, 2), (3, 8, 8, 1), (5, 8, 8, 1))
+    """
+
+    def __init__(
+        self,
+        image_shape=(16, 16, 1),
+        latent_dim=16,
+        hidden_units=(512, 256),
+        beta=1.0,
+        value_range=(0.0, 1.0),
+        name="vae",
+        **kwargs,
+    ):
+        image_shape = validation.shape("image_shape", image_shape, ranks=(1, 2, 3))
+        latent_dim = validation.positive_int("latent_dim", latent_dim)
+        hidden_units = validation.int_sequence("hidden_units", hidden_units)
+        if not isinstance(beta, (int, float)) or isinstance(beta, bool) or beta < 0:
+            raise ValueError(f"Received beta={beta!r}; expected a number >= 0 such as beta=1.0.")
+        value_range = _value_range(value_range)
+        pixels = int(np.prod(image_shape))
+
+        # === Encoder: image -> dense -> (z_mean, z_log_var) ===
+        images = keras.Input(image_shape, name="images")
+        x = keras.layers.Flatten(name="flatten")(images)
+        for i, units in enumerate(hidden_units):
+            x = keras.layers.Dense(units, activation="relu", name=f"enc_dense_{i}")(x)
+        z_mean = keras.layers.Dense(latent_dim, dtype="float32", name="z_mean")(x)
+        z_log_var = keras.layers.Dense(latent_dim, dtype="float32", name="z_log_var")(x)
+        encoder = keras.Model(images, [z_mean, z_log_var], name="encoder")
+
+        # === Decoder: z -> dense -> sigmoid image ===
+        z = keras.Input((latent_dim,), name="z")
+        x = z
+        for i, units in enumerate(reversed(hidden_units)):
+            x = keras.layers.Dense(units, activation="relu", name=f"dec_dense_{i}")(x)
+        x = keras.layers.Dense(pixels, name="dec_out")(x)
+        x = keras.layers.Activation("sigmoid", dtype="float32", name="dec_sigmoid")(x)
+        x = keras.layers.Reshape(image_shape, name="dec_image")(x)
+        decoder = keras.Model(z, x, name="decoder")
+
+        self._build(encoder, decoder, image_shape, latent_dim, value_range, float(beta), name, kwargs)
+
+        # === Config ===
+        self._set_config(
+            image_shape=image_shape, latent_dim=latent_dim, hidden_units=hidden_units,
+            beta=float(beta), value_range=value_range,
+        )
+
+
+# === Convolutional VAE ===
+
+
+@keras.saving.register_keras_serializable(package="kzoo")
+@register_model(
+    "conv_vae",
+    family="generative",
+    task="self_supervised",
+    tiny={"image_size": 8, "channels": 1, "latent_dim": 2, "filters": 4, "hidden_units": 8},
+    tiny_inputs=tiny_conv_vae_inputs,
+    recipe="recipes/vae.py",
+)
+class ConvVAE(VariationalAutoencoder):
+    """Variational autoencoder with a convolutional encoder and decoder.
+
+    The encoder halves the image twice with stride-2 convolutions; the
+    decoder mirrors it with stride-2 transposed convolutions. Same interface
+    as `vae`.
+
+    Args:
+        image_size: int. Height and width; a multiple of 4. Defaults to 16.
+        channels: int. Image channels (1 or 3). Defaults to 1.
+        latent_dim: int. Size of the latent space. Defaults to 16.
+        filters: int. Filters of the first convolution; the second has
+            twice as many. Defaults to 32.
+        hidden_units: int. Width of the dense layer between the convolutions
+            and the latent space. Defaults to 256.
+        beta: float. Weight of the KL term. Defaults to 1.0.
+        value_range: tuple. `(low, high)` of the pixel values. Defaults to
+            `(0.0, 1.0)`.
+        name: str. Model name. Defaults to `"conv_vae"`.
+
+    Example:
+
+    >>> import numpy as np, kzoo
+    >>> vae = kzoo.create_model("conv_vae", image_size=8, latent_dim=2,
+    ...                         filters=4, hidden_units=8)
+    >>> vae.compile()
+    >>> x = np.random.default_rng(0).uniform(size=(32, 8, 8, 1))
+    >>> _ = vae.fit(x, batch_size=16, epochs=1, verbose=0)
+    >>> vae.generate(3, seed=0).shape
+    (3, 8, 8, 1)
+    """
+
+    def __init__(
+        self,
+        image_size=16,
+        channels=1,
+        latent_dim=16,
+        filters=32,
+        hidden_units=256,
+        beta=1.0,
+        value_range=(0.0, 1.0),
+        name="conv_vae",
+        **kwargs,
+    ):
+        image_size = validation.positive_int("image_size", image_size)
+        if image_size % 4:
+            raise ValueError(
+                f"Received image_size={image_size!r}; expected a multiple of 4 (two "
+                "stride-2 stages), so resize or pad the images to e.g. 16, 28 or 32."
+            )
+        validation.choice("channels", channels, (1, 3))
+        latent_dim = validation.positive_int("latent_dim", latent_dim)
+        filters = validation.positive_int("filters", filters)
+        hidden_units = validation.positive_int("hidden_units", hidden_units)
+        if not isinstance(beta, (int, float)) or isinstance(beta, bool) or beta < 0:
+            raise ValueError(f"Received beta={beta!r}; expected a number >= 0 such as beta=1.0.")
+        value_range = _value_range(value_range)
+        base = image_size // 4
+        image_shape = (image_size, image_size, channels)
+
+        # === Encoder: two stride-2 convs -> dense -> (z_mean, z_log_var) ===
+        images = keras.Input(image_shape, name="images")
+        x = keras.layers.Conv2D(filters, 3, strides=2, padding="same", activation="relu",
+                                name="enc_conv_0")(images)
+        x = keras.layers.Conv2D(2 * filters, 3, strides=2, padding="same", activation="relu",
+                                name="enc_conv_1")(x)  # (B, s/4, s/4, 2f)
+        x = keras.layers.Flatten(name="enc_flatten")(x)
+        x = keras.layers.Dense(hidden_units, activation="relu", name="enc_dense")(x)
+        z_mean = keras.layers.Dense(latent_dim, dtype="float32", name="z_mean")(x)
+        z_log_var = keras.layers.Dense(latent_dim, dtype="float32", name="z_log_var")(x)
+        encoder = keras.Model(images, [z_mean, z_log_var], name="encoder")
+
+        # === Decoder: dense -> (s/4)^2 map -> two stride-2 transposed convs ===
+        z = keras.Input((latent_dim,), name="z")
+        x = keras.layers.Dense(hidden_units, activation="relu", name="dec_dense")(z)
+        x = keras.layers.Dense(base * base * 2 * filters, activation="relu", name="dec_project")(x)
+        x = keras.layers.Reshape((base, base, 2 * filters), name="dec_reshape")(x)
+        x = keras.layers.Conv2DTranspose(2 * filters, 3, strides=2, padding="same",
+                                         activation="relu", name="dec_deconv_0")(x)
+        x = keras.layers.Conv2DTranspose(filters, 3, strides=2, padding="same",
+                                         activation="relu", name="dec_deconv_1")(x)
+        x = keras.layers.Conv2D(channels, 3, padding="same", name="dec_out")(x)
+        x = keras.layers.Activation("sigmoid", dtype="float32", name="dec_sigmoid")(x)
+        decoder = keras.Model(z, x, name="decoder")
+
+        self._build(encoder, decoder, image_shape, latent_dim, value_range, float(beta), name, kwargs)
+
+        # === Config ===
+        self._set_config(
+            image_size=image_size, channels=channels, latent_dim=latent_dim, filters=filters,
+            hidden_units=hidden_units, beta=float(beta), value_range=value_range,
+        )
