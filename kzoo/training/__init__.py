@@ -1,0 +1,1 @@
+"""Training helpers: the recipe runner, callbacks, precision, distribution, tuning."""
