@@ -6,10 +6,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import keras
 import numpy as np
 import pytest
 
-import keras
 from kzoo.training import runner
 
 ROOT = Path(__file__).resolve().parents[1]

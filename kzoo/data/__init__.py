@@ -16,7 +16,8 @@ import dataclasses
 import difflib
 import importlib
 import pkgutil
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 
 class DataError(ValueError):
@@ -50,8 +51,8 @@ class Dataset:
     y_test: Any
     input_shape: tuple
     source: str
-    num_classes: Optional[int] = None
-    class_names: Optional[list] = None
+    num_classes: int | None = None
+    class_names: list | None = None
     info: dict = dataclasses.field(default_factory=dict)
 
     @property

@@ -114,10 +114,7 @@ def seasonal(seed=0, smoke=False, num_series=8, length=800, window=48, season=24
         for k, (x, y) in parts.items()
     }
     x_test, y_test = arrays["test"]
-    baselines = {
-        "last_value": forecast_errors(x_test[:, -1, 0], y_test[:, 0]),
-        "seasonal_naive": forecast_errors(x_test[:, -season, 0], y_test[:, 0]),
-    }
+    baselines = naive_baselines(x_test, y_test, season)
     data = Dataset(
         name="seasonal", task="regression",
         x_train=arrays["train"][0], y_train=arrays["train"][1],
@@ -132,6 +129,23 @@ def seasonal(seed=0, smoke=False, num_series=8, length=800, window=48, season=24
         data.x_train, data.y_train = data.x_train[order], data.y_train[order]
         return smoke_slice(data)
     return data
+
+
+def naive_baselines(x, y, season):
+    """Errors of the last-value and seasonal-naive forecasts of `y` from windows `x`.
+
+    Args:
+        x: float array `(N, window, 1)`. Input windows.
+        y: float array `(N, 1)`. The values that follow each window.
+        season: int. The period; the seasonal-naive forecast is `x[:, -season]`.
+
+    Returns:
+        `{"last_value": {"mae", "rmse"}, "seasonal_naive": {"mae", "rmse"}}`.
+    """
+    return {
+        "last_value": forecast_errors(x[:, -1, 0], y),
+        "seasonal_naive": forecast_errors(x[:, -season, 0], y),
+    }
 
 
 def forecast_errors(prediction, target):

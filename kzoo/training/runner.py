@@ -30,9 +30,9 @@ import sys
 import time
 from pathlib import Path
 
+import keras
 import numpy as np
 
-import keras
 from kzoo import data as kzoo_data
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "nadam", "lion")
