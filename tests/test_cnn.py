@@ -67,8 +67,10 @@ def test_classifier_interface():
     new = model.reset_classifier(7)
     assert new.output_shape == (None, 7)
     np.testing.assert_allclose(
-        new.feature_extractor().predict(x, verbose=0), features.predict(x, verbose=0),
-        rtol=1e-5, atol=1e-5,
+        new.feature_extractor().predict(x, verbose=0),
+        features.predict(x, verbose=0),
+        rtol=1e-5,
+        atol=1e-5,
     )
 
 

@@ -51,8 +51,12 @@ def test_one_dimensional_resnet():
 
 def test_zero_init_residual_makes_blocks_start_as_identity():
     model = kzoo.create_model(
-        "resnet20_cifar", input_shape=(8, 8, 4), num_classes=3, width=4,
-        stage_blocks=(2,), zero_init_residual=True,
+        "resnet20_cifar",
+        input_shape=(8, 8, 4),
+        num_classes=3,
+        width=4,
+        stage_blocks=(2,),
+        zero_init_residual=True,
     )
     last_bns = [layer for layer in model.layers if layer.name.endswith("_2_bn")]
     assert len(last_bns) == 2
@@ -78,8 +82,10 @@ def test_classifier_interface():
     assert new.output_shape == (None, 6) and new.name == model.name
     x = np.random.default_rng(0).standard_normal((2, 16, 16, 3)).astype("float32")
     np.testing.assert_allclose(
-        new.feature_extractor().predict(x, verbose=0), features.predict(x, verbose=0),
-        rtol=1e-5, atol=1e-5,
+        new.feature_extractor().predict(x, verbose=0),
+        features.predict(x, verbose=0),
+        rtol=1e-5,
+        atol=1e-5,
     )
 
 

@@ -36,8 +36,13 @@ def image_or_signal_shape(input_shape):
     "simple_cnn",
     family="cnn",
     task="classification",
-    tiny={"input_shape": (8, 8, 1), "num_classes": 3, "widths": (4, 8), "convs_per_stage": 1,
-          "dropout": 0.1},
+    tiny={
+        "input_shape": (8, 8, 1),
+        "num_classes": 3,
+        "widths": (4, 8),
+        "convs_per_stage": 1,
+        "dropout": 0.1,
+    },
     recipe="recipes/cnn.py",
 )
 class SimpleCNN(ZooModel):
@@ -122,7 +127,13 @@ class SimpleCNN(ZooModel):
 
         # === Config ===
         self._set_config(
-            input_shape=input_shape, num_classes=num_classes, num_outputs=num_outputs,
-            widths=widths, convs_per_stage=convs_per_stage, kernel_size=kernel_size,
-            batch_norm=batch_norm, pooling=pooling, dropout=dropout,
+            input_shape=input_shape,
+            num_classes=num_classes,
+            num_outputs=num_outputs,
+            widths=widths,
+            convs_per_stage=convs_per_stage,
+            kernel_size=kernel_size,
+            batch_norm=batch_norm,
+            pooling=pooling,
+            dropout=dropout,
         )

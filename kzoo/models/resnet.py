@@ -113,7 +113,10 @@ class ResNet(ZooModel):
             for j in range(1, blocks + 1):
                 strides = 2 if (i > 1 and j == 1) else 1
                 x = block_fn(
-                    x, filters, strides, zero_init_last=zero_init_residual,
+                    x,
+                    filters,
+                    strides,
+                    zero_init_last=zero_init_residual,
                     name=f"stage{i}_block{j}",
                 )
         x = global_pool(x, "avg", name="pool")  # (B, channels)
@@ -122,49 +125,92 @@ class ResNet(ZooModel):
 
         # === Config ===
         self._set_config(
-            input_shape=input_shape, num_classes=num_classes, num_outputs=num_outputs,
-            block=block, stage_blocks=stage_blocks, width=width, stem=stem,
-            zero_init_residual=zero_init_residual, dropout=dropout,
+            input_shape=input_shape,
+            num_classes=num_classes,
+            num_outputs=num_outputs,
+            block=block,
+            stage_blocks=stage_blocks,
+            width=width,
+            stem=stem,
+            zero_init_residual=zero_init_residual,
+            dropout=dropout,
         )
 
 
 # === Registered variants ===
 register_variant(
-    "resnet18", ResNet,
+    "resnet18",
+    ResNet,
     summary="ResNet-18: basic blocks (2, 2, 2, 2), ImageNet layout, 11.7M parameters.",
-    family="cnn", task="classification", recipe="recipes/resnet.py",
+    family="cnn",
+    task="classification",
+    recipe="recipes/resnet.py",
     tiny={"input_shape": (16, 16, 3), "num_classes": 3, "width": 4, "stage_blocks": (1, 1)},
-    block="basic", stage_blocks=(2, 2, 2, 2), name="resnet18",
+    block="basic",
+    stage_blocks=(2, 2, 2, 2),
+    name="resnet18",
 )
 register_variant(
-    "resnet34", ResNet,
+    "resnet34",
+    ResNet,
     summary="ResNet-34: basic blocks (3, 4, 6, 3), ImageNet layout, 21.8M parameters.",
-    family="cnn", task="classification", recipe="recipes/resnet.py",
+    family="cnn",
+    task="classification",
+    recipe="recipes/resnet.py",
     # A 1-D tiny configuration, so the generic suite covers signal ResNets too.
     tiny={"input_shape": (32, 2), "num_classes": 3, "width": 4, "stage_blocks": (1, 2)},
-    block="basic", stage_blocks=(3, 4, 6, 3), name="resnet34",
+    block="basic",
+    stage_blocks=(3, 4, 6, 3),
+    name="resnet34",
 )
 register_variant(
-    "resnet50", ResNet,
+    "resnet50",
+    ResNet,
     summary="ResNet-50: bottleneck blocks (3, 4, 6, 3), ImageNet layout, 25.6M parameters.",
-    family="cnn", task="classification", recipe="recipes/resnet.py",
+    family="cnn",
+    task="classification",
+    recipe="recipes/resnet.py",
     tiny={"input_shape": (16, 16, 3), "num_classes": 3, "width": 4, "stage_blocks": (1, 1)},
-    block="bottleneck", stage_blocks=(3, 4, 6, 3), name="resnet50",
+    block="bottleneck",
+    stage_blocks=(3, 4, 6, 3),
+    name="resnet50",
 )
 register_variant(
-    "resnet20_cifar", ResNet,
+    "resnet20_cifar",
+    ResNet,
     summary="ResNet-20 for 32x32 images: 3x3 stem, basic blocks (3, 3, 3), 0.27M parameters.",
-    family="cnn", task="classification", recipe="recipes/resnet.py",
-    tiny={"input_shape": (8, 8, 3), "num_classes": 3, "width": 4, "stage_blocks": (1, 1, 1),
-          "zero_init_residual": True, "dropout": 0.1},
-    input_shape=(32, 32, 3), num_classes=10, block="basic", stage_blocks=(3, 3, 3), width=16,
-    stem="cifar", name="resnet20_cifar",
+    family="cnn",
+    task="classification",
+    recipe="recipes/resnet.py",
+    tiny={
+        "input_shape": (8, 8, 3),
+        "num_classes": 3,
+        "width": 4,
+        "stage_blocks": (1, 1, 1),
+        "zero_init_residual": True,
+        "dropout": 0.1,
+    },
+    input_shape=(32, 32, 3),
+    num_classes=10,
+    block="basic",
+    stage_blocks=(3, 3, 3),
+    width=16,
+    stem="cifar",
+    name="resnet20_cifar",
 )
 register_variant(
-    "resnet56_cifar", ResNet,
+    "resnet56_cifar",
+    ResNet,
     summary="ResNet-56 for 32x32 images: 3x3 stem, basic blocks (9, 9, 9), 0.85M parameters.",
-    family="cnn", task="classification", recipe="recipes/resnet.py",
+    family="cnn",
+    task="classification",
+    recipe="recipes/resnet.py",
     tiny={"input_shape": (8, 8, 3), "num_classes": 3, "width": 4, "stage_blocks": (1, 1, 1)},
-    input_shape=(32, 32, 3), num_classes=10, block="basic", stage_blocks=(9, 9, 9), width=16,
-    stem="cifar", name="resnet56_cifar",
+    input_shape=(32, 32, 3),
+    num_classes=10,
+    block="basic",
+    stage_blocks=(9, 9, 9),
+    width=16,
+    stem="cifar",
+    name="resnet56_cifar",
 )
