@@ -18,6 +18,15 @@ Every run writes one folder (`--output-dir`, default `runs/<recipe>-<backend>`):
 `history.csv`, `learning_curve.png`, `metrics.json` (final metrics, backend,
 versions, wall time), TensorBoard logs under `logs/` where TensorFlow is
 installed, and `backup/` when `--resume` is given.
+
+The toolkit flags (listed by every recipe's `--help`) come from here too:
+precision (`--precision`), memory (`--grad-accum`, `--remat`), schedules and
+regularisation (`--schedule`, `--label-smoothing`, `--l1`, `--l2`,
+`--patience`), the learning-rate range test (`--find-lr`), debugging reports
+(`--debug-gradients`, `--debug-activations`, `--debug-weights`,
+`--gradient-check`, written under `debug/`) and data-parallel training on the
+engine's own machinery (`--distribute data_parallel`, see
+`kzoo.backend.distribution` and docs/results/toolkit.md for launch commands).
 """
 
 import argparse
@@ -34,10 +43,13 @@ import keras
 import numpy as np
 
 from kzoo import data as kzoo_data
+from kzoo.training.checkpoint import CrashSafeBackup
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "nadam", "lion")
 SCHEDULES = ("constant", "cosine", "warmup_cosine", "step", "exponential", "plateau")
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+REMAT_MODES = ("none", "full", "activations", "larger_than")
+DISTRIBUTIONS = ("none", "data_parallel")
 
 
 def _positive_int(text):
@@ -120,6 +132,37 @@ def make_parser(description, **defaults):
                    help="a few steps on a tiny slice: every code path, in seconds")
     g.add_argument("--verbose", type=int, choices=(0, 1, 2), default=None,
                    help="Keras fit verbosity (default: 1 on a terminal, else 2)")
+
+    t = parser.add_argument_group("toolkit: memory, regularisation, debugging, scale-out")
+    t.add_argument("--remat", choices=REMAT_MODES, default="none",
+                   help="rematerialise activations in the backward pass (keras.RematScope): "
+                        "less memory, more compute")
+    t.add_argument("--l1", type=_non_negative_float, default=0.0,
+                   help="L1 penalty added on every kernel/embedding weight")
+    t.add_argument("--l2", type=_non_negative_float, default=0.0,
+                   help="L2 penalty added on every kernel/embedding weight")
+    t.add_argument("--find-lr", action="store_true",
+                   help="run a learning-rate range test instead of training: writes "
+                        "lr_finder.png and prints a suggested --lr")
+    t.add_argument("--find-lr-range", type=_positive_float, nargs=2, default=(1e-6, 1.0),
+                   metavar=("MIN", "MAX"), help="learning rates swept by --find-lr")
+    t.add_argument("--find-lr-steps", type=_positive_int, default=100,
+                   help="steps of the --find-lr sweep")
+    t.add_argument("--debug-gradients", action="store_true",
+                   help="per-layer gradient norms each epoch, flagging vanishing/exploding "
+                        "layers (debug/gradients.txt, .png)")
+    t.add_argument("--debug-activations", action="store_true",
+                   help="activation statistics each epoch: dead ReLU fraction, saturation "
+                        "(debug/activations.txt, .png)")
+    t.add_argument("--debug-weights", action="store_true",
+                   help="weight statistics each epoch (debug/weights.txt, .png)")
+    t.add_argument("--gradient-check", action="store_true",
+                   help="before training, compare autodiff gradients with central finite "
+                        "differences on a few examples (debug/gradient_check.txt)")
+    t.add_argument("--distribute", choices=DISTRIBUTIONS, default="none",
+                   help="data-parallel training: JAX DataParallel (+ multi-process), TF "
+                        "MirroredStrategy / MultiWorkerMirroredStrategy (TF_CONFIG), "
+                        "PyTorch DDP under torchrun; --batch-size is the global batch")
     known = {a.dest for a in parser._actions}
     unknown = set(defaults) - known
     if unknown:
@@ -154,13 +197,20 @@ class Run:
         self.epochs = 1 if self.smoke else args.epochs
         self.start = time.time()
         self.backend = keras.config.backend()
+        # Before anything else runs on the engine (TF fixes its devices then).
+        self.distribution = _setup_distribution(args)
         self.dir = Path(args.output_dir or Path("runs") / f"{recipe}-{self.backend}")
+        if self.distribution is not None and not self.distribution.is_chief:
+            self.dir = self.dir / f"worker-{self.distribution.process_id}"
         self.dir.mkdir(parents=True, exist_ok=True)
         self.train_size = None
         self.dataset = None
         self.history = None
         keras.utils.set_random_seed(args.seed)
         keras.config.set_dtype_policy(args.precision)
+        # Layers record the remat mode when they are created, so the scope is
+        # open from here (before the recipe builds its model) until finish().
+        _set_remat_scope(None if args.remat == "none" else args.remat)
 
     # === Data ===
     def load_data(self, name=None, **kwargs):
@@ -171,6 +221,8 @@ class Run:
             )
         except kzoo_data.DataError as err:
             raise RunError(str(err)) from None
+        if self.distribution is not None:
+            dataset = _fit_to_replicas(dataset, self.distribution.local_devices)
         self.dataset = dataset
         self.train_size = dataset.sizes[0]
         return dataset
@@ -244,13 +296,19 @@ class Run:
             loss = classification_loss(self.args.label_smoothing)
         if metrics == "default":
             metrics = ["accuracy"] if loss is not None else None
+        if self.args.l1 or self.args.l2:
+            add_weight_penalty(model, l1=self.args.l1, l2=self.args.l2)
+        # The range test drives a constant rate itself.
+        lr = self.args.find_lr_range[0] if self.args.find_lr else None
         model.compile(
-            optimizer=self.make_optimizer(),
+            optimizer=self.make_optimizer(lr=lr),
             loss=loss,
             metrics=metrics,
             jit_compile=self.jit_compile,
             **kwargs,
         )
+        if self.distribution is not None:
+            self.distribution.prepare(model)
         return model
 
     # === Training ===
@@ -281,7 +339,7 @@ class Run:
                 )
             )
         if a.resume:
-            cbs.append(keras.callbacks.BackupAndRestore(str(self.dir / "backup")))
+            cbs.append(CrashSafeBackup(self.dir / "backup"))
         return cbs
 
     def fit(self, model, x, y=None, validation_data=None, callbacks=(), monitor=None, **kwargs):
@@ -291,13 +349,17 @@ class Run:
         verbose = self.args.verbose
         if verbose is None:
             verbose = 1 if sys.stdout.isatty() else 2
+        if self.args.find_lr:
+            return self.find_lr(model, x, y, verbose=verbose)
+        extra = self.debug_callbacks(model, x, y)
         kwargs.setdefault("batch_size", None if _is_dataset(x) else self.args.batch_size)
+        x, y, kwargs = self._distribute_inputs(x, y, kwargs)
         history = model.fit(
             x,
             y,
             epochs=self.epochs,
             validation_data=validation_data,
-            callbacks=self.callbacks(monitor) + list(callbacks),
+            callbacks=self.callbacks(monitor) + extra + list(callbacks),
             verbose=verbose,
             **kwargs,
         )
@@ -316,9 +378,94 @@ class Run:
             )
         return history
 
+    def _distribute_inputs(self, x, y, kwargs):
+        """Give this process its slice of every global batch (multi-process runs)."""
+        dist = self.distribution
+        batch = kwargs.get("batch_size")
+        if dist is None or batch is None or _is_dataset(x):
+            return x, y, kwargs
+        if batch % dist.num_replicas:
+            raise RunError(
+                f"--batch-size {batch} does not split evenly across {dist.num_replicas} "
+                f"replicas; use a multiple of {dist.num_replicas}."
+            )
+        if dist.feeds_local_slice:
+            x, y = dist.local_slice(x, batch), dist.local_slice(y, batch)
+            kwargs = {**kwargs, "batch_size": batch // dist.num_processes}
+        return x, y, kwargs
+
+    # === Learning-rate range test ===
+    def find_lr(self, model, x, y=None, verbose=2):
+        """Run the `--find-lr` sweep instead of training, then exit cleanly.
+
+        Writes `lr_finder.png` and `lr_finder.json` into the run folder and
+        prints the suggested learning rate. The model is left as it was.
+        """
+        from kzoo.training.lr_finder import LRFinder
+
+        low, high = self.args.find_lr_range
+        steps = 10 if self.smoke else self.args.find_lr_steps
+        try:
+            finder = LRFinder(min_lr=low, max_lr=high, num_steps=steps,
+                              path=self.dir / "lr_finder.png")
+        except ValueError as err:
+            raise RunError(str(err)) from None
+        batch = None if _is_dataset(x) else self.args.batch_size
+        n = self.train_size or (len(x) if batch else steps)
+        epochs = math.ceil(steps / max(1, math.ceil(n / batch))) if batch else 1
+        try:
+            model.fit(x, y, batch_size=batch, epochs=epochs, callbacks=[finder],
+                      verbose=0 if verbose == 2 else verbose)
+        except ValueError as err:
+            raise RunError(str(err).splitlines()[0]) from None
+        self.lr_finder = finder
+        print(
+            f"[{self.recipe} on {self.backend}] learning-rate range test: {len(finder.lrs)} "
+            f"steps from {low:g} to {finder.lrs[-1]:.3g} (stopped by "
+            f"{finder.stopped_by or 'end of data'}); suggested --lr {finder.suggestion:.3g}; "
+            f"curve in {self.dir / 'lr_finder.png'}"
+        )
+        raise SystemExit(0)
+
+    # === Debugging ===
+    def debug_callbacks(self, model, x, y=None):
+        """Callbacks for `--debug-*` flags (and the `--gradient-check` report)."""
+        from kzoo.training import debugging
+
+        a = self.args
+        if not (a.debug_gradients or a.debug_activations or a.debug_weights or a.gradient_check):
+            return []
+        folder = self.dir / "debug"
+        folder.mkdir(exist_ok=True)
+        bx, by = _first_batch(x, y, min(self.args.batch_size, 32))
+        cbs = []
+        if a.gradient_check:
+            n = min(8, _batch_length(bx))
+            cx, cy = _first_batch(bx, by, n)
+            report = debugging.gradient_check(model, cx, cy)
+            verdict = "passed" if report["passed"] else "FAILED"
+            text = (
+                f"gradient check {verdict}: max relative error "
+                f"{report['max_relative_error']:.2e} (tolerance {report['rtol']:.0e}, "
+                f"{len(report['rows'])} coordinates, {n} examples)\n"
+                + debugging.format_table(report["rows"]) + "\n"
+            )
+            (folder / "gradient_check.txt").write_text(text)
+            print(text.splitlines()[0])
+        if a.debug_gradients:
+            cbs.append(debugging.GradientNormMonitor(bx, by, folder, verbose=not self.smoke))
+        if a.debug_activations:
+            cbs.append(debugging.ActivationMonitor(bx, folder, verbose=not self.smoke))
+        if a.debug_weights:
+            cbs.append(debugging.WeightMonitor(folder))
+        return cbs
+
     # === Outputs ===
     def finish(self, model, metrics):
         """Save the model, learning curve and `metrics.json`; return the metrics."""
+        _set_remat_scope(None)
+        if self.distribution is not None and not self.distribution.is_chief:
+            return {k: _jsonable(v) for k, v in dict(metrics).items()}
         model.save(self.dir / "model.keras")
         if self.history is not None and self.history.history:
             plot_history(self.history.history, self.dir / "learning_curve.png", title=self.recipe)
@@ -332,6 +479,7 @@ class Run:
             "backend": self.backend,
             "versions": versions(),
             "precision": self.args.precision,
+            "distribution": None if self.distribution is None else self.distribution.describe(),
             "smoke": self.smoke,
             "args": {k: _jsonable(v) for k, v in vars(self.args).items()},
         }
@@ -339,6 +487,35 @@ class Run:
         shown = ", ".join(f"{k}={_fmt(v)}" for k, v in record["metrics"].items())
         print(f"[{self.recipe} on {self.backend}] {shown} ({record['wall_time_s']} s) -> {self.dir}")
         return record["metrics"]
+
+
+def add_weight_penalty(model, l1=0.0, l2=0.0):
+    """Add an L1/L2 penalty on every kernel and embedding weight of `model`.
+
+    Biases, normalisation scales and offsets stay free, as usual. The
+    penalty joins the loss through Keras' regularisation losses, on every
+    backend; layers that already have a regulariser keep theirs.
+
+    Args:
+        model: keras.Model. A built model.
+        l1: float. L1 coefficient. Defaults to 0.
+        l2: float. L2 coefficient. Defaults to 0.
+
+    Returns:
+        The number of weights that received the penalty.
+    """
+    penalty = keras.regularizers.L1L2(l1=l1, l2=l2)
+    count = 0
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        for attr in ("kernel", "depthwise_kernel", "pointwise_kernel", "embeddings",
+                     "recurrent_kernel"):
+            variable = getattr(layer, f"_{attr}", None) or getattr(layer, attr, None)
+            if not isinstance(variable, keras.Variable) or not variable.trainable:
+                continue
+            if getattr(variable, "regularizer", None) is None:
+                variable.regularizer = penalty
+                count += 1
+    return count
 
 
 def classification_loss(label_smoothing=0.0):
@@ -412,6 +589,80 @@ def versions():
             pass
     found["threads"] = os.cpu_count()
     return found
+
+
+_remat_scope = None
+
+
+def _set_remat_scope(mode):
+    """Open a `keras.RematScope(mode)` for the layers created from now on."""
+    global _remat_scope
+    if _remat_scope is not None:
+        _remat_scope.__exit__(None, None, None)
+        _remat_scope = None
+    if mode is not None:
+        _remat_scope = keras.RematScope(mode=mode)
+        _remat_scope.__enter__()
+
+
+def _setup_distribution(args):
+    if getattr(args, "distribute", "none") == "none":
+        return None
+    from kzoo.backend import distribution
+
+    try:
+        dist = distribution.setup()
+    except distribution.DistributionError as err:
+        raise RunError(str(err)) from None
+    print(f"distributed training: {dist.describe()}")
+    return dist
+
+
+def _fit_to_replicas(dataset, devices):
+    """Trim every split to a multiple of the device count (equal shards)."""
+    if devices <= 1:
+        return dataset
+    import dataclasses
+
+    def cut(a):
+        if a is None:
+            return None
+        if isinstance(a, dict):
+            return {k: cut(v) for k, v in a.items()}
+        if isinstance(a, (list, tuple)):
+            return type(a)(cut(v) for v in a)
+        return a[: len(a) - len(a) % devices]
+
+    return dataclasses.replace(dataset, **{
+        f: cut(getattr(dataset, f))
+        for f in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
+    })
+
+
+def _batch_length(x):
+    if isinstance(x, dict):
+        x = next(iter(x.values()))
+    elif isinstance(x, (list, tuple)):
+        x = x[0]
+    return len(x)
+
+
+def _first_batch(x, y, n):
+    """The first `n` examples of arrays (or the first batch of a dataset)."""
+    if _is_dataset(x):
+        batch = next(iter(x))
+        return (batch[0], batch[1]) if isinstance(batch, (list, tuple)) else (batch, None)
+
+    def cut(a):
+        if a is None:
+            return None
+        if isinstance(a, dict):
+            return {k: cut(v) for k, v in a.items()}
+        if isinstance(a, (list, tuple)):
+            return type(a)(cut(v) for v in a)
+        return a[:n]
+
+    return cut(x), cut(y)
 
 
 def _is_dataset(x):
