@@ -21,7 +21,6 @@ import numpy as np
 from keras import ops
 
 from kzoo import validation
-from kzoo.models.base import ZooModel
 from kzoo.registry import register_model
 
 
@@ -146,7 +145,7 @@ class TwoPlayerOptimizer(keras.optimizers.Optimizer):
 # === The adversarial model (shared by gan and dcgan) ===
 
 
-class AdversarialModel(ZooModel):
+class AdversarialModel(keras.Model):
     """Holds a generator and a discriminator and trains them with one loss.
 
     Subclasses build `self.generator` (latent vector to image in
@@ -155,7 +154,17 @@ class AdversarialModel(ZooModel):
     logits (high means "real").
     """
 
-    classifier_name = None
+    # Subclassed (not functional), so not a ZooModel: Keras rewires the bases of
+    # any class built functionally. Same contract: config = constructor args.
+    def _set_config(self, **config):
+        self.model_config = dict(config)
+
+    def get_config(self):
+        return {"name": self.name, "trainable": self.trainable, **self.model_config}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
 
     def _finish_init(self, generator, discriminator, latent_dim, seed_name):
         self.generator = generator
