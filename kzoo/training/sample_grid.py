@@ -1,0 +1,222 @@
+"""Look at and score what a generative model makes.
+
+`save_image_grid` writes images as one PNG, `SampleGrid` does it during
+`fit` every few epochs, and `sample_quality` asks a classifier trained on the
+real data to label the samples: how confident it is (recognisable samples get
+confident labels) and how the labels spread over the classes (mode collapse
+shows as one class taking most of them).
+"""
+
+from pathlib import Path
+
+import keras
+import numpy as np
+
+import kzoo
+
+
+def image_grid(images, ncols=None, pad=1, value_range=(0.0, 1.0)):
+    """Tile `(n, h, w, c)` images into one `(H, W)` or `(H, W, 3)` array in [0, 1].
+
+    Args:
+        images: array `(n, h, w, c)` with c = 1 or 3.
+        ncols: int or None. Images per row; None makes the grid square.
+        pad: int. Pixels of white between images. Defaults to 1.
+        value_range: tuple. `(low, high)` of the pixel values.
+
+    Example:
+
+    >>> import numpy as np
+    >>> image_grid(np.zeros((6, 4, 4, 1)), ncols=3).shape
+    (9, 14)
+    """
+    images = np.asarray(images, dtype="float32")
+    if images.ndim != 4 or images.shape[-1] not in (1, 3):
+        raise ValueError(
+            f"Received images of shape {images.shape}; expected (n, height, width, 1 or 3), "
+            "so reshape them to NHWC first."
+        )
+    low, high = value_range
+    images = np.clip((images - low) / (high - low), 0.0, 1.0)
+    n, h, w, c = images.shape
+    ncols = ncols or int(np.ceil(np.sqrt(n)))
+    nrows = int(np.ceil(n / ncols))
+    grid = np.ones((nrows * (h + pad) - pad, ncols * (w + pad) - pad, c), "float32")
+    for i, image in enumerate(images):
+        r, col = divmod(i, ncols)
+        grid[r * (h + pad) : r * (h + pad) + h, col * (w + pad) : col * (w + pad) + w] = image
+    return grid[..., 0] if c == 1 else grid
+
+
+def save_image_grid(images, path, ncols=None, value_range=(0.0, 1.0), zoom=2):
+    """Write `images` as one PNG grid (each pixel drawn `zoom` x `zoom`).
+
+    Args:
+        images: array `(n, h, w, c)`.
+        path: str or Path. The PNG file.
+        ncols: int or None. Images per row; None makes the grid square.
+        value_range: tuple. `(low, high)` of the pixel values.
+        zoom: int. Pixel repetition so small images stay visible. Defaults
+            to 2.
+
+    Example:
+
+    >>> import numpy as np, pathlib, tempfile
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "grid.png"
+    >>> save_image_grid(np.random.default_rng(0).uniform(size=(4, 8, 8, 1)), path)
+    >>> path.stat().st_size > 0
+    True
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    grid = image_grid(images, ncols=ncols, value_range=value_range)
+    grid = np.repeat(np.repeat(grid, zoom, axis=0), zoom, axis=1)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    if grid.ndim == 2:
+        plt.imsave(path, grid, cmap="gray", vmin=0.0, vmax=1.0)
+    else:
+        plt.imsave(path, grid)
+
+
+class SampleGrid(keras.callbacks.Callback):
+    """Write a PNG grid of `model.generate(n, seed=seed)` during `fit`.
+
+    Files are `<directory>/samples_epoch_<NNN>.png`, after every `every`
+    epochs and after the last one. The same seed each time shows how the
+    same latent vectors (or starting noise) evolve.
+
+    Args:
+        directory: str or Path. Where the PNGs go.
+        n: int. Images per grid. Defaults to 64.
+        every: int. Epochs between grids. Defaults to 10.
+        seed: int. Seed passed to `generate`. Defaults to 0.
+        value_range: tuple. `(low, high)` of the images. Defaults to (0, 1).
+        generate_kwargs: dict or None. Extra `generate` arguments (e.g. a
+            diffusion sampler's steps).
+
+    Example:
+
+    >>> import numpy as np, pathlib, tempfile, kzoo
+    >>> vae = kzoo.create_model("vae", image_shape=(8, 8, 1), latent_dim=2,
+    ...                         hidden_units=(8,))
+    >>> vae.compile()
+    >>> folder = pathlib.Path(tempfile.mkdtemp())
+    >>> x = np.random.default_rng(0).uniform(size=(16, 8, 8, 1))
+    >>> _ = vae.fit(x, epochs=2, verbose=0, callbacks=[SampleGrid(folder, n=4, every=1)])
+    >>> sorted(p.name for p in folder.glob("*.png"))
+    ['samples_epoch_001.png', 'samples_epoch_002.png']
+    """
+
+    def __init__(self, directory, n=64, every=10, seed=0, value_range=(0.0, 1.0),
+                 generate_kwargs=None):
+        super().__init__()
+        self.directory = Path(directory)
+        self.n, self.every, self.seed = n, every, seed
+        self.value_range = value_range
+        self.generate_kwargs = dict(generate_kwargs or {})
+        self.written = []
+        self._epochs = None
+
+    def on_train_begin(self, logs=None):
+        self._epochs = self.params.get("epochs")
+
+    def on_epoch_end(self, epoch, logs=None):
+        done = epoch + 1
+        if done % self.every and done != self._epochs:
+            return
+        images = self.model.generate(self.n, seed=self.seed, **self.generate_kwargs)
+        path = self.directory / f"samples_epoch_{done:03d}.png"
+        save_image_grid(images, path, value_range=self.value_range)
+        self.written.append(path)
+
+
+def train_judge(data, epochs=30, seed=0, verbose=0):
+    """Train kzoo's `mlp` on the real training images, to judge samples.
+
+    Args:
+        data: `kzoo.data.Dataset` with labelled images.
+        epochs: int. Training epochs. Defaults to 30.
+        seed: int. Seed of the initialisation. Defaults to 0.
+        verbose: int. Keras verbosity. Defaults to 0.
+
+    Returns:
+        `(classifier, test_accuracy)`: the trained model (logits) and its
+        accuracy on the real test images.
+    """
+    keras.utils.set_random_seed(seed)
+    judge = kzoo.create_model(
+        "mlp", input_shape=tuple(data.input_shape), num_classes=data.num_classes,
+        hidden_units=(256, 128), dropout=0.2,
+    )
+    judge.compile(
+        optimizer=keras.optimizers.Adam(1e-3),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    judge.fit(data.x_train, data.y_train, epochs=epochs, batch_size=64, verbose=verbose)
+    accuracy = judge.evaluate(data.x_test, data.y_test, verbose=0, return_dict=True)["accuracy"]
+    return judge, float(accuracy)
+
+
+def sample_quality(classifier, images, num_classes, threshold=0.9):
+    """Label `images` with `classifier` and summarise its verdict.
+
+    Args:
+        classifier: a `keras.Model` mapping images to class logits.
+        images: array of images shaped like the classifier's input.
+        num_classes: int. Number of classes.
+        threshold: float. Confidence counted as "confidently recognised".
+            Defaults to 0.9.
+
+    Returns:
+        dict with `mean_confidence` (mean top softmax probability),
+        `confident_fraction` (share above `threshold`), `class_fractions`
+        (share of samples given each label), `label_entropy` (entropy of
+        those shares over log(num_classes): 1 is an even spread, 0 means
+        every sample got one label) and `top_class_fraction`.
+
+    Example:
+
+    >>> import numpy as np, keras
+    >>> inputs = keras.Input((2,))
+    >>> clf = keras.Model(inputs, keras.layers.Dense(2)(inputs))
+    >>> q = sample_quality(clf, np.zeros((4, 2)), num_classes=2)
+    >>> q["mean_confidence"], q["label_entropy"], len(q["class_fractions"])
+    (0.5, 0.0, 2)
+    """
+    logits = np.asarray(classifier.predict(images, verbose=0, batch_size=256), "float64")
+    logits -= logits.max(axis=1, keepdims=True)
+    probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    confidence = probs.max(axis=1)
+    labels = probs.argmax(axis=1)
+    fractions = np.bincount(labels, minlength=num_classes) / len(labels)
+    nonzero = fractions[fractions > 0]
+    entropy = float(-(nonzero * np.log(nonzero)).sum() / np.log(num_classes))
+    return {
+        "mean_confidence": round(float(confidence.mean()), 4),
+        "confident_fraction": round(float((confidence > threshold).mean()), 4),
+        "class_fractions": [round(float(f), 4) for f in fractions],
+        "label_entropy": round(abs(entropy), 4),
+        "top_class_fraction": round(float(fractions.max()), 4),
+    }
+
+
+def judge_samples(model, data, n=1000, seed=0, judge_epochs=30, generate_kwargs=None,
+                  prefix="samples"):
+    """Score `model.generate(n)` against the real test images with one judge.
+
+    Trains the judge (`train_judge`), scores the samples and, for reference,
+    the same number of real test images, and returns flat metrics named
+    `<prefix>_mean_confidence`, `<prefix>_label_entropy`, ...,
+    `real_mean_confidence`, ..., and `judge_test_accuracy`.
+    """
+    judge, accuracy = train_judge(data, epochs=judge_epochs, seed=seed)
+    samples = model.generate(n, seed=seed, **dict(generate_kwargs or {}))
+    metrics = {"judge_test_accuracy": round(accuracy, 4)}
+    for name, images in ((prefix, samples), ("real", data.x_test[:n])):
+        for key, value in sample_quality(judge, images, data.num_classes).items():
+            metrics[f"{name}_{key}"] = value
+    return metrics
