@@ -166,3 +166,45 @@ def test_generate_rejects_bad_requests():
         model.generate(SOURCE, max_length=3, method="sample")
     with pytest.raises(ValueError, match="shape \\(6,\\)"):
         model.generate(SOURCE[0], max_length=3)
+
+
+# === The dates dataset and the recipe ===
+
+
+def test_dates_dataset_targets_are_iso_and_teacher_forcing_is_shifted():
+    import datetime
+
+    import kzoo.data
+    from kzoo.data.dates import decode_target
+
+    data = kzoo.data.load("dates", num_train=50, num_eval=10)
+    source, target_in = data.x_train
+    assert source.shape[0] == target_in.shape[0] == 50 and target_in.shape[1] == 11
+    np.testing.assert_array_equal(target_in[:, 1:], data.y_train[:, :-1])
+    assert np.all(target_in[:, 0] == data.info["start_id"])
+    assert np.all(data.y_train[:, -1] == data.info["end_id"])
+    for row in data.y_test:
+        datetime.date.fromisoformat(decode_target(row))  # a valid ISO date
+
+
+def recipe_main(name):
+    import pathlib
+    import runpy
+
+    path = pathlib.Path(__file__).resolve().parents[1] / "recipes" / f"{name}.py"
+    return runpy.run_path(str(path))["main"]
+
+
+@pytest.mark.slow
+def test_recipe_smoke_run_writes_attention_map(tmp_path):
+    metrics = recipe_main("seq2seq")(["--smoke", "--units", "8", "--embedding-dim", "4",
+                                      "--beam-width", "2", "--output-dir", str(tmp_path)])
+    for key in ("test_exact_match_greedy", "test_exact_match_beam",
+                "test_char_accuracy_teacher_forced"):
+        assert 0.0 <= metrics[key] <= 1.0
+    for f in ("model.keras", "history.csv", "learning_curve.png", "metrics.json",
+              "attention.png"):
+        assert (tmp_path / f).stat().st_size > 0, f
+    restored = keras.saving.load_model(tmp_path / "model.keras", safe_mode=True)
+    tokens, weights = restored.generate(np.array([[5, 6, 7]]), method="beam", beam_width=2)
+    assert tokens.shape == (1, 11) and weights.shape == (1, 11, 3)
