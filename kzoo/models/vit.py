@@ -1,0 +1,135 @@
+"""Vision Transformer (Dosovitskiy et al., 2021): an image as a sequence of patches."""
+
+import keras
+
+from kzoo import validation
+from kzoo.layers.transformer import (
+    ClassToken,
+    PatchEmbedding,
+    PositionEmbedding,
+    SequencePooling,
+    TransformerEncoderBlock,
+)
+from kzoo.models.base import ZooModel
+from kzoo.models.mlp import head
+from kzoo.registry import register_variant
+
+POOLINGS = ("token", "mean")
+
+
+@keras.saving.register_keras_serializable(package="kzoo")
+class VisionTransformer(ZooModel):
+    """Vision Transformer: patch embedding, class token, pre-norm encoder.
+
+    The image is cut into `patch_size` x `patch_size` patches, each linearly
+    embedded (a strided convolution); a learned class token is prepended, a
+    learned position embedding added, and `num_layers` pre-norm encoder blocks
+    (GELU feed-forward) follow. A final layer norm and a linear head on the
+    class token (or the mean of all tokens) give the logits. `vit_base` at
+    224x224, patch 16 and 1000 classes has 86,567,656 parameters, as
+    published. Images are taken as they come: rescale them beforehand.
+
+    Args:
+        image_shape: tuple. `(height, width, channels)`; height and width
+            must be divisible by `patch_size`. Defaults to `(224, 224, 3)`.
+        patch_size: int. Side of a square patch. Defaults to 16.
+        num_classes: int. Classes of the head (logits). Defaults to 1000.
+        hidden_dim: int. Token width. Defaults to 768 (ViT-Base).
+        num_heads: int. Attention heads; must divide `hidden_dim`. Defaults
+            to 12.
+        num_layers: int. Encoder blocks. Defaults to 12.
+        mlp_dim: int. Feed-forward width. Defaults to 3072.
+        dropout: float. Dropout after embeddings and sublayers. Defaults to 0.
+        attention_dropout: float. Dropout on attention weights. Defaults to 0.
+        layer_norm_epsilon: float. Layer-norm epsilon. Defaults to 1e-6.
+        pooling: str. `"token"` classifies the class token, `"mean"` the mean
+            of all tokens. Defaults to `"token"`.
+        name: str. Model name. Defaults to `"vit"`.
+
+    Example:
+
+    >>> import numpy as np, kzoo
+    >>> model = kzoo.create_model("vit_tiny", image_shape=(32, 32, 3),
+    ...                           patch_size=8, num_classes=10, num_layers=2)
+    >>> model.predict(np.zeros((2, 32, 32, 3)), verbose=0).shape
+    (2, 10)
+    """
+
+    def __init__(
+        self,
+        image_shape=(224, 224, 3),
+        patch_size=16,
+        num_classes=1000,
+        hidden_dim=768,
+        num_heads=12,
+        num_layers=12,
+        mlp_dim=3072,
+        dropout=0.0,
+        attention_dropout=0.0,
+        layer_norm_epsilon=1e-6,
+        pooling="token",
+        name="vit",
+        **kwargs,
+    ):
+        image_shape = validation.shape("image_shape", image_shape, ranks=(3,))
+        patch_size = validation.positive_int("patch_size", patch_size)
+        hidden_dim = validation.positive_int("hidden_dim", hidden_dim)
+        num_heads = validation.positive_int("num_heads", num_heads)
+        if hidden_dim % num_heads:
+            raise ValueError(
+                f"Received hidden_dim={hidden_dim} and num_heads={num_heads}; expected "
+                "hidden_dim divisible by num_heads, such as 768 with 12 heads."
+            )
+        num_layers = validation.positive_int("num_layers", num_layers)
+        validation.choice("pooling", pooling, POOLINGS)
+        height, width = image_shape[:2]
+        if height is None or width is None or height % patch_size or width % patch_size:
+            raise ValueError(
+                f"Received image_shape={image_shape} with patch_size={patch_size}; expected "
+                "height and width divisible by patch_size, so resize or change patch_size."
+            )
+        num_patches = (height // patch_size) * (width // patch_size)
+
+        # === Layers and functional graph ===
+        images = keras.Input(image_shape, name="images")
+        x = PatchEmbedding(patch_size, hidden_dim, name="patch_embedding")(images)
+        x = ClassToken(name="class_token")(x)  # (B, 1 + patches, D)
+        x = PositionEmbedding(num_patches + 1, name="position_embedding")(x)
+        x = keras.layers.Dropout(dropout, name="embedding_dropout")(x)
+        for i in range(num_layers):
+            x = TransformerEncoderBlock(
+                num_heads=num_heads, intermediate_dim=mlp_dim, dropout=dropout,
+                attention_dropout=attention_dropout, activation="gelu", norm_first=True,
+                layer_norm_epsilon=layer_norm_epsilon, name=f"encoder_block_{i}",
+            )(x)
+        x = keras.layers.LayerNormalization(epsilon=layer_norm_epsilon, name="final_norm")(x)
+        x = SequencePooling("first" if pooling == "token" else "mean", name="pool")(x)
+        outputs = head(x, num_classes=num_classes)
+        super().__init__(images, outputs, name=name, **kwargs)
+
+        # === Config ===
+        self._set_config(
+            image_shape=image_shape, patch_size=patch_size, num_classes=num_classes,
+            hidden_dim=hidden_dim, num_heads=num_heads, num_layers=num_layers, mlp_dim=mlp_dim,
+            dropout=dropout, attention_dropout=attention_dropout,
+            layer_norm_epsilon=layer_norm_epsilon, pooling=pooling,
+        )
+
+
+# === Registered variants (the widths and depths of the ViT and DeiT papers) ===
+_TINY = {"image_shape": (8, 8, 3), "patch_size": 4, "num_classes": 3, "hidden_dim": 8,
+         "num_heads": 2, "num_layers": 1, "mlp_dim": 16}
+_COMMON = dict(family="vit", task="classification", tiny=_TINY, recipe="recipes/vit.py")
+
+register_variant(
+    "vit_tiny", VisionTransformer, summary="ViT-Ti/16: width 192, 3 heads, 12 layers (5.7M).",
+    name="vit_tiny", hidden_dim=192, num_heads=3, mlp_dim=768, **_COMMON,
+)
+register_variant(
+    "vit_small", VisionTransformer, summary="ViT-S/16: width 384, 6 heads, 12 layers (22M).",
+    name="vit_small", hidden_dim=384, num_heads=6, mlp_dim=1536, **_COMMON,
+)
+register_variant(
+    "vit_base", VisionTransformer, summary="ViT-B/16: width 768, 12 heads, 12 layers (86.6M).",
+    name="vit_base", hidden_dim=768, num_heads=12, mlp_dim=3072, **_COMMON,
+)
