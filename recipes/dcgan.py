@@ -17,10 +17,10 @@ from kzoo.training import runner, sample_grid
 
 
 def main(argv=None):
-    parser = runner.make_parser(__doc__, epochs=60, batch_size=64, lr=2e-4, dataset="digits")
+    parser = runner.make_parser(__doc__, epochs=40, batch_size=64, lr=2e-4, dataset="digits")
     parser.add_argument("--image-size", type=int, default=16, help="square size, a multiple of 4")
-    parser.add_argument("--latent-dim", type=int, default=64)
-    parser.add_argument("--filters", type=int, default=64)
+    parser.add_argument("--latent-dim", type=int, default=32)
+    parser.add_argument("--filters", type=int, default=32)
     parser.add_argument("--beta-1", type=float, default=0.5, help="Adam's beta_1 for both players")
     parser.add_argument("--samples-every", type=int, default=10, help="epochs between sample grids")
     args = parser.parse_args(argv)
