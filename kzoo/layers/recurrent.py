@@ -1,4 +1,9 @@
-"""Layers for recurrent models: masked sequence pooling and seq2seq attention.
+"""Layers for recurrent models: LSTM/GRU, masked sequence pooling, seq2seq attention.
+
+`LSTM` and `GRU` are Keras' own layers (same arguments, weights and
+numerics) that run on PyTorch's fused recurrent kernel on the torch backend
+when they can (`kzoo/backend/rnn.py` says why and how); elsewhere they are
+exactly `keras.layers.LSTM` and `keras.layers.GRU`.
 
 The two attention layers share one interface, so a seq2seq decoder can switch
 between them with one argument:
@@ -15,6 +20,7 @@ import keras
 from keras import ops
 
 from kzoo import validation
+from kzoo.backend import rnn as rnn_backend
 
 POOLING_MODES = ("mean", "max")
 
@@ -27,6 +33,77 @@ def _masked_softmax(scores, mask):
         # A large finite negative (not -inf) keeps fully masked rows NaN-free.
         scores = ops.where(mask, scores, ops.full_like(scores, -1e9))
     return ops.softmax(scores, axis=-1)
+
+
+def _fast_path_applies(layer, mask, training):
+    """Conditions of the fused kernel: the standard cell, no mask, no cell dropout."""
+    cell = layer.cell
+    return (
+        mask is None
+        and cell.use_bias
+        and cell.activation is keras.activations.tanh
+        and cell.recurrent_activation is keras.activations.sigmoid
+        and not (training and (cell.dropout or cell.recurrent_dropout))
+    )
+
+
+@keras.saving.register_keras_serializable(package="kzoo")
+class LSTM(keras.layers.LSTM):
+    """`keras.layers.LSTM` with PyTorch's fused kernel on the torch backend.
+
+    Takes exactly the arguments of `keras.layers.LSTM`. Without a mask, with
+    the default activations and no cell dropout, the torch backend runs
+    `kzoo.backend.rnn.lstm`; everything else is Keras' own code path.
+
+    Example:
+
+    >>> import numpy as np
+    >>> LSTM(4, return_sequences=True)(np.zeros((2, 3, 5))).shape
+    (2, 3, 4)
+    """
+
+    def inner_loop(self, sequences, initial_state, mask, training=False):
+        if isinstance(mask, (list, tuple)):
+            mask = mask[0]
+        if _fast_path_applies(self, mask, training):
+            out = rnn_backend.lstm(
+                sequences, initial_state, self.cell.kernel, self.cell.recurrent_kernel,
+                self.cell.bias, go_backwards=self.go_backwards,
+                return_sequences=self.return_sequences,
+            )
+            if out is not None:
+                return out
+        return super().inner_loop(sequences, initial_state, mask, training=training)
+
+
+@keras.saving.register_keras_serializable(package="kzoo")
+class GRU(keras.layers.GRU):
+    """`keras.layers.GRU` with PyTorch's fused kernel on the torch backend.
+
+    Takes exactly the arguments of `keras.layers.GRU`. With `reset_after=True`
+    (the default, and PyTorch's convention), no mask, the default activations
+    and no cell dropout, the torch backend runs `kzoo.backend.rnn.gru`;
+    everything else is Keras' own code path.
+
+    Example:
+
+    >>> import numpy as np
+    >>> GRU(4)(np.zeros((2, 3, 5))).shape
+    (2, 4)
+    """
+
+    def inner_loop(self, sequences, initial_state, mask, training=False):
+        if isinstance(mask, (list, tuple)):
+            mask = mask[0]
+        if self.cell.reset_after and _fast_path_applies(self, mask, training):
+            out = rnn_backend.gru(
+                sequences, initial_state, self.cell.kernel, self.cell.recurrent_kernel,
+                self.cell.bias, go_backwards=self.go_backwards,
+                return_sequences=self.return_sequences,
+            )
+            if out is not None:
+                return out
+        return super().inner_loop(sequences, initial_state, mask, training=training)
 
 
 @keras.saving.register_keras_serializable(package="kzoo")

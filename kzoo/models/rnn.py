@@ -7,7 +7,9 @@ the registered variants pick the cell (`"lstm"` or `"gru"`) and the head
 
 The cells are Keras' own `LSTM` and `GRU` (GRU with `reset_after=True`, the
 convention of cuDNN and `torch.nn.GRU`: the reset gate multiplies the
-recurrent matrix product, which has its own bias). `tests/test_rnn.py` loads
+recurrent matrix product, which has its own bias), through
+`kzoo.layers.recurrent`, which adds a fused kernel on the torch backend with
+the same numerics. `tests/test_rnn.py` loads
 `torch.nn.LSTM` and `torch.nn.GRU` weights into these models and checks that
 they compute the same function.
 """
@@ -15,12 +17,12 @@ they compute the same function.
 import keras
 
 from kzoo import validation
-from kzoo.layers.recurrent import SequencePooling
+from kzoo.layers.recurrent import GRU, LSTM, SequencePooling
 from kzoo.models.base import ZooModel
 from kzoo.models.mlp import head
 from kzoo.registry import register_variant
 
-CELLS = {"lstm": keras.layers.LSTM, "gru": keras.layers.GRU}
+CELLS = {"lstm": LSTM, "gru": GRU}
 POOLINGS = ("last", "mean", "max")
 
 

@@ -14,7 +14,7 @@ import numpy as np
 from keras import ops
 
 from kzoo import validation
-from kzoo.layers.recurrent import BahdanauAttention, LuongAttention
+from kzoo.layers.recurrent import LSTM, BahdanauAttention, LuongAttention
 from kzoo.models.base import ZooModel
 from kzoo.registry import register_model
 
@@ -121,13 +121,13 @@ class Seq2SeqAttention(ZooModel):
         source_embedding = keras.layers.Embedding(
             source_vocab_size, embedding_dim, mask_zero=True, name="source_embedding"
         )
-        encoder = keras.layers.LSTM(
+        encoder = LSTM(
             units, return_sequences=True, return_state=True, name="encoder"
         )
         target_embedding = keras.layers.Embedding(
             target_vocab_size, embedding_dim, name="target_embedding"
         )
-        decoder = keras.layers.LSTM(
+        decoder = LSTM(
             units, return_sequences=True, return_state=True, name="decoder"
         )
         if attention == "additive":
