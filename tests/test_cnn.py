@@ -89,3 +89,88 @@ def test_invalid_arguments_raise_one_sentence(kwargs, message):
     with pytest.raises(ValueError, match="Received") as info:
         kzoo.create_model("simple_cnn", **{"input_shape": (8, 8, 1), **kwargs})
     assert message in str(info.value)
+
+
+# === The shapes dataset and augmentation ===
+def test_shapes_dataset_is_balanced_seeded_and_in_range():
+    from kzoo.data import load
+
+    a = load("shapes", seed=3, image_size=16, samples_per_class=30, classes=4)
+    b = load("shapes", seed=3, image_size=16, samples_per_class=30, classes=4)
+    assert a.input_shape == (16, 16, 1) and a.num_classes == 4
+    assert sum(a.sizes) == 120 and np.bincount(a.y_train).tolist() == [21] * 4
+    np.testing.assert_array_equal(a.x_train, b.x_train)
+    assert a.x_train.min() >= 0.0 and a.x_train.max() <= 1.0
+    assert "generated" in a.source
+
+
+def test_shapes_are_drawn_where_their_class_says():
+    from kzoo.data.shapes import render_shapes
+
+    # The same seed draws the same positions, sizes and contrasts for both
+    # classes; without noise the foreground is exactly the brightest value.
+    def masks(label):
+        images = render_shapes(np.full(20, label), 32, np.random.default_rng(0), noise=0.0)
+        return images == images.max(axis=(1, 2, 3), keepdims=True)
+
+    disk, ring = masks(0), masks(1)
+    assert np.all(ring <= disk)  # a ring lies inside its disk
+    area = ring.sum(axis=(1, 2, 3)) / disk.sum(axis=(1, 2, 3))
+    assert np.all((area > 0.5) & (area < 0.85))  # ideally 1 - 0.55**2 = 0.70
+
+
+def test_shapes_rejects_tiny_images():
+    from kzoo.data import DataError, load
+
+    with pytest.raises(DataError, match="image_size=8"):
+        load("shapes", image_size=8)
+
+
+def test_augmented_batches_cover_every_example_once_per_epoch():
+    from kzoo.data.augment import AugmentedBatches, default_augmentation, image_augmentation
+
+    x = np.arange(10, dtype="float32")[:, None, None, None] * np.ones((1, 6, 6, 1), "float32")
+    y = np.arange(10)
+    batches = AugmentedBatches(x, y, 4, image_augmentation("none"), seed=1)
+    labels = np.concatenate([batches[i][1] for i in range(len(batches))])
+    assert sorted(labels.tolist()) == list(range(10))
+    shifted = AugmentedBatches(x, y, 4, image_augmentation("translate", translate=0.3))
+    xb, yb = shifted[0]
+    assert xb.shape == (4, 6, 6, 1)
+    # fill_mode="nearest" on a constant image keeps it constant: labels stay aligned.
+    np.testing.assert_allclose(xb[:, 0, 0, 0], yb.astype("float32"))
+    assert default_augmentation("digits", (8, 8, 1)) == "translate"
+    assert default_augmentation("waveforms", (40, 1)) == "none"
+    with pytest.raises(ValueError, match="Received augmentation 'blur'"):
+        image_augmentation("blur")
+
+
+# === The recipe ===
+def recipe_main(name):
+    import pathlib
+    import runpy
+
+    path = pathlib.Path(__file__).resolve().parents[1] / "recipes" / f"{name}.py"
+    return runpy.run_path(str(path))["main"]
+
+
+def check_run_folder(path):
+    import json
+
+    for f in ["model.keras", "history.csv", "learning_curve.png", "metrics.json"]:
+        assert (path / f).stat().st_size > 0, f
+    record = json.loads((path / "metrics.json").read_text())
+    assert record["smoke"] is True
+    keras.saving.load_model(path / "model.keras", safe_mode=True)
+    return record
+
+
+@pytest.mark.slow
+def test_cnn_recipe_smoke_run(tmp_path):
+    metrics = recipe_main("cnn")(
+        ["--smoke", "--widths", "4", "8", "--output-dir", str(tmp_path), "--verbose", "0"]
+    )
+    assert 0.0 <= metrics["test_accuracy"] <= 1.0 and 0.0 <= metrics["mlp_test_accuracy"] <= 1.0
+    assert metrics["augmentation"] == "flip_translate_rotate"
+    record = check_run_folder(tmp_path)
+    assert "generated" in record["dataset_source"]

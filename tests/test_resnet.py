@@ -180,3 +180,37 @@ def test_block_matches_torch_reference(kind):
     x = rng.standard_normal((2, 10, 10, 6)).astype("float32")
     expected = ref(torch.tensor(x.transpose(0, 3, 1, 2))).detach().numpy().transpose(0, 2, 3, 1)
     np.testing.assert_allclose(model.predict(x, verbose=0), expected, rtol=1e-4, atol=1e-4)
+
+
+# === The recipe ===
+@pytest.mark.slow
+def test_resnet_recipe_smoke_run_on_digits(tmp_path):
+    import json
+    import pathlib
+    import runpy
+
+    path = pathlib.Path(__file__).resolve().parents[1] / "recipes" / "resnet.py"
+    main = runpy.run_path(str(path))["main"]
+    argv = [
+        "--smoke",
+        "--dataset",
+        "digits",
+        "--width",
+        "4",
+        "--zero-init-residual",
+        "--schedule",
+        "plateau",
+        "--output-dir",
+        str(tmp_path),
+        "--verbose",
+        "0",
+    ]
+    metrics = main(argv)
+    assert 0.0 <= metrics["test_accuracy"] <= 1.0
+    assert metrics["augmentation"] == "translate"  # never flip digits
+    for f in ["model.keras", "history.csv", "learning_curve.png", "metrics.json"]:
+        assert (tmp_path / f).stat().st_size > 0, f
+    record = json.loads((tmp_path / "metrics.json").read_text())
+    assert record["smoke"] is True and "scikit-learn" in record["dataset_source"]
+    model = keras.saving.load_model(tmp_path / "model.keras", safe_mode=True)
+    assert model.input_shape == (None, 8, 8, 1)

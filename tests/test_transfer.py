@@ -139,3 +139,37 @@ def test_first_matching_pattern_wins_and_bad_multipliers_raise():
         transfer.layerwise_learning_rates("sgd", model, {"head": 1.0})
     with pytest.raises(ValueError, match="decay=2"):
         transfer.stage_decay_multipliers(model, 2)
+
+
+# === The recipe ===
+@pytest.mark.slow
+def test_transfer_recipe_smoke_run(tmp_path):
+    import json
+    import pathlib
+    import runpy
+
+    path = pathlib.Path(__file__).resolve().parents[1] / "recipes" / "transfer.py"
+    main = runpy.run_path(str(path))["main"]
+    argv = [
+        "--smoke",
+        "--width",
+        "4",
+        "--image-size",
+        "12",
+        "--output-dir",
+        str(tmp_path),
+        "--verbose",
+        "0",
+    ]
+    metrics = main(argv)
+    for key in ("pretrain", "frozen_backbone", "finetuned", "scratch"):
+        assert 0.0 <= metrics[f"{key}_test_accuracy"] <= 1.0
+    for f in ["model.keras", "history.csv", "learning_curve.png", "metrics.json"]:
+        assert (tmp_path / f).stat().st_size > 0, f
+    record = json.loads((tmp_path / "metrics.json").read_text())
+    assert record["smoke"] is True
+    # The saved model is the fine-tuned digits classifier, with its layerwise optimizer.
+    model = keras.saving.load_model(tmp_path / "model.keras", safe_mode=True)
+    assert model.output_shape == (None, 10)
+    with pytest.raises(SystemExit):
+        main(["--smoke", "--schedule", "plateau", "--output-dir", str(tmp_path)])

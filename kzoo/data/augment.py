@@ -1,0 +1,121 @@
+"""Image augmentation with Keras preprocessing layers, on every backend.
+
+`image_augmentation` builds a small `keras.Sequential` of random layers;
+`AugmentedBatches` feeds augmented, reshuffled batches to `model.fit` as a
+`keras.utils.PyDataset`, so the model itself (and its saved file) stays the
+plain classifier. Augmentation runs eagerly on each batch, outside the
+compiled train step, so it works the same with JAX, PyTorch and TensorFlow.
+"""
+
+import math
+
+import keras
+import numpy as np
+
+AUGMENTATIONS = ("none", "translate", "flip_translate", "flip_translate_rotate")
+
+
+def image_augmentation(kind, *, translate=0.1, rotate=0.1, seed=0):
+    """Return a `keras.Sequential` of random preprocessing layers, or None.
+
+    Args:
+        kind: str. One of `AUGMENTATIONS`: `"none"`, `"translate"` (shift by
+            up to `translate` of the size; right for digits, where flips
+            change the class), `"flip_translate"` (also horizontal flips, as
+            for CIFAR-10) or `"flip_translate_rotate"` (also rotations, for
+            data whose classes are rotation invariant, such as `shapes`).
+        translate: float. Largest shift as a fraction of height and width.
+            Defaults to 0.1.
+        rotate: float. Largest rotation as a fraction of a full turn.
+            Defaults to 0.1.
+        seed: int. Seed of the random layers. Defaults to 0.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from kzoo.data.augment import image_augmentation
+    >>> augment = image_augmentation("flip_translate")
+    >>> tuple(augment(np.zeros((2, 8, 8, 1)), training=True).shape)
+    (2, 8, 8, 1)
+    """
+    if kind not in AUGMENTATIONS:
+        raise ValueError(f"Received augmentation {kind!r}; expected one of {list(AUGMENTATIONS)}.")
+    if kind == "none":
+        return None
+    layers = []
+    if "flip" in kind:
+        layers.append(keras.layers.RandomFlip("horizontal", seed=seed))
+    layers.append(
+        keras.layers.RandomTranslation(translate, translate, fill_mode="nearest", seed=seed + 1)
+    )
+    if "rotate" in kind:
+        layers.append(keras.layers.RandomRotation(rotate, fill_mode="nearest", seed=seed + 2))
+    return keras.Sequential(layers, name=f"augment_{kind}")
+
+
+class AugmentedBatches(keras.utils.PyDataset):
+    """Shuffled mini-batches of `(augment(x), y)` for `model.fit`, reshuffled each epoch.
+
+    Args:
+        x: array. Images `(N, height, width, channels)`.
+        y: array. Labels `(N,)`.
+        batch_size: int. Examples per batch.
+        augment: callable or None. Applied with `training=True` to each batch
+            of images (e.g. from `image_augmentation`); None feeds them as
+            they are.
+        seed: int. Seed of the shuffling. Defaults to 0.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from kzoo.data.augment import AugmentedBatches, image_augmentation
+    >>> batches = AugmentedBatches(np.zeros((10, 8, 8, 1)), np.zeros(10), 4,
+    ...                            image_augmentation("translate"))
+    >>> len(batches), batches[2][0].shape
+    (3, (2, 8, 8, 1))
+    """
+
+    def __init__(self, x, y, batch_size, augment=None, seed=0, **kwargs):
+        super().__init__(**kwargs)
+        self.x, self.y = x, y
+        self.batch_size = int(batch_size)
+        self.augment = augment
+        self._rng = np.random.default_rng(seed)
+        self._order = self._rng.permutation(len(x))
+
+    def __len__(self):
+        return math.ceil(len(self.x) / self.batch_size)
+
+    def __getitem__(self, index):
+        rows = self._order[index * self.batch_size : (index + 1) * self.batch_size]
+        images = self.x[rows]
+        if self.augment is not None:
+            images = keras.ops.convert_to_numpy(self.augment(images, training=True))
+        return images.astype("float32"), self.y[rows]
+
+    def on_epoch_end(self):
+        self._order = self._rng.permutation(len(self.x))
+
+
+def default_augmentation(dataset_name, input_shape):
+    """The augmentation that fits a dataset: never flips digits, nothing for signals.
+
+    Args:
+        dataset_name: str. The dataset's name (`"digits"`, `"shapes"`,
+            `"tfds:cifar10"`, ...).
+        input_shape: tuple. Shape of one example.
+
+    Example:
+
+    >>> from kzoo.data.augment import default_augmentation
+    >>> default_augmentation("digits", (8, 8, 1)), default_augmentation("shapes", (24, 24, 1))
+    ('translate', 'flip_translate_rotate')
+    """
+    if len(input_shape) != 3:
+        return "none"  # 1-D signals and flat features: no image augmentation
+    name = dataset_name.lower()
+    if "digit" in name or "mnist" in name or "svhn" in name:
+        return "translate"  # a flipped digit is another digit (or none)
+    if name == "shapes":
+        return "flip_translate_rotate"
+    return "flip_translate"
