@@ -48,7 +48,7 @@ from kzoo.training.checkpoint import CrashSafeBackup
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "nadam", "lion")
 SCHEDULES = ("constant", "cosine", "warmup_cosine", "step", "exponential", "plateau")
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
-REMAT_MODES = ("none", "full", "activations", "larger_than")
+REMAT_MODES = ("none", "full", "activations")
 DISTRIBUTIONS = ("none", "data_parallel")
 
 
@@ -209,8 +209,13 @@ class Run:
         keras.utils.set_random_seed(args.seed)
         keras.config.set_dtype_policy(args.precision)
         # Layers record the remat mode when they are created, so the scope is
-        # open from here (before the recipe builds its model) until finish().
-        _set_remat_scope(None if args.remat == "none" else args.remat)
+        # open from here (before the recipe builds its model) until compile().
+        remat = None if args.remat == "none" else args.remat
+        why = _full_remat_unsupported(self.backend, args.precision)
+        if remat == "full" and why:
+            print(f"note: {why}, so --remat full rematerialises the activations only here.")
+            remat = "activations"
+        _set_remat_scope(remat)
 
     # === Data ===
     def load_data(self, name=None, **kwargs):
@@ -260,6 +265,7 @@ class Run:
     def make_optimizer(self, lr=None):
         """Build the optimizer chosen by the flags (clipping, accumulation, decay)."""
         a = self.args
+        _set_remat_scope(None)  # models that compile themselves are built by now
         common = {
             "learning_rate": self.learning_rate() if lr is None else lr,
             "global_clipnorm": a.grad_clip,
@@ -298,6 +304,10 @@ class Run:
             metrics = ["accuracy"] if loss is not None else None
         if self.args.l1 or self.args.l2:
             add_weight_penalty(model, l1=self.args.l1, l2=self.args.l2)
+        if self.args.remat != "none":
+            # The model exists now; ops created while tracing must not be remat'd.
+            _set_remat_scope(None)
+            _remat_layers_only(model)
         # The range test drives a constant rate itself.
         lr = self.args.find_lr_range[0] if self.args.find_lr else None
         model.compile(
@@ -349,6 +359,7 @@ class Run:
         verbose = self.args.verbose
         if verbose is None:
             verbose = 1 if sys.stdout.isatty() else 2
+        _set_remat_scope(None)
         if self.args.find_lr:
             return self.find_lr(model, x, y, verbose=verbose)
         extra = self.debug_callbacks(model, x, y)
@@ -509,7 +520,9 @@ def add_weight_penalty(model, l1=0.0, l2=0.0):
     for layer in model._flatten_layers(include_self=False, recursive=True):
         for attr in ("kernel", "depthwise_kernel", "pointwise_kernel", "embeddings",
                      "recurrent_kernel"):
-            variable = getattr(layer, f"_{attr}", None) or getattr(layer, attr, None)
+            variable = getattr(layer, f"_{attr}", None)
+            if variable is None:
+                variable = getattr(layer, attr, None)
             if not isinstance(variable, keras.Variable) or not variable.trainable:
                 continue
             if getattr(variable, "regularizer", None) is None:
@@ -603,6 +616,35 @@ def _set_remat_scope(mode):
     if mode is not None:
         _remat_scope = keras.RematScope(mode=mode)
         _remat_scope.__enter__()
+
+
+def _full_remat_unsupported(backend, precision):
+    """Why whole-layer remat cannot run on this backend and policy (or None)."""
+    if backend == "tensorflow":
+        return ("TensorFlow's recompute_grad cannot rematerialise whole Keras layers in "
+                "graph mode (their call takes keyword arguments)")
+    if backend == "torch" and precision != "float32":
+        return ("PyTorch recomputes a checkpointed layer outside Keras' autocast, so "
+                "under mixed precision its weights come back in float32 and torch rejects it")
+    return None
+
+
+def _remat_layers_only(model):
+    """Rematerialise stateless layers, not whole models or stateful layers.
+
+    A RematScope also marks the functional models created inside it, and a
+    checkpointed model call cannot be traced symbolically when Keras builds
+    it; its layers are rematerialised one by one either way. Layers that
+    update state in their call (dropout's seed, batch-norm statistics) stay
+    out: a checkpointed function must be pure (jax.checkpoint leaks the state
+    update's tracer, and a recomputation would draw a second dropout mask).
+    """
+    for layer in [model, *model._flatten_layers(include_self=False, recursive=True)]:
+        stateful = layer.non_trainable_variables or any(
+            isinstance(v, keras.random.SeedGenerator) for v in vars(layer).values()
+        )
+        if isinstance(layer, keras.Model) or stateful:
+            layer._remat_mode = None
 
 
 def _setup_distribution(args):
