@@ -1,0 +1,302 @@
+"""CLIP (Radford et al., 2021): images and texts embedded in one space.
+
+An image tower (any kzoo image classifier, its head resized to the embedding
+width: a ViT or a ResNet) and a text tower (kzoo Transformer encoder blocks)
+each end in an L2-normalised embedding. Training pulls matching pairs
+together with the symmetric contrastive loss at a learned temperature;
+zero-shot classification compares an image with the embeddings of one prompt
+per class ("a photo of the digit seven").
+"""
+
+import math
+
+import keras
+import numpy as np
+from keras import ops
+
+from kzoo import registry, validation
+from kzoo.layers.transformer import (
+    PaddingMask,
+    SequencePooling,
+    TokenAndPositionEmbedding,
+    TransformerEncoderBlock,
+)
+from kzoo.models.base import ZooModel
+
+
+def clip_loss(image_embeddings, text_embeddings, logit_scale):
+    """Symmetric contrastive (InfoNCE) loss of a batch of matching pairs.
+
+    Row `i` of both embeddings is a matching pair; every other row is a
+    negative. The loss averages the cross-entropy of classifying each image
+    among the texts and each text among the images.
+
+    Args:
+        image_embeddings: `(batch, dim)`, L2-normalised.
+        text_embeddings: `(batch, dim)`, L2-normalised.
+        logit_scale: scalar. The inverse temperature `exp(t)`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from kzoo.models.clip import clip_loss
+    >>> e = np.eye(3, dtype="float32")
+    >>> float(clip_loss(e, e, 100.0)) < 1e-6  # perfectly matched pairs
+    True
+    """
+    image_embeddings = ops.cast(image_embeddings, "float32")
+    text_embeddings = ops.cast(text_embeddings, "float32")
+    logits = logit_scale * ops.matmul(image_embeddings, ops.transpose(text_embeddings))  # (B, B)
+    labels = ops.arange(ops.shape(logits)[0])
+    per_image = keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
+    per_text = keras.losses.sparse_categorical_crossentropy(
+        labels, ops.transpose(logits), from_logits=True
+    )
+    return (ops.mean(per_image) + ops.mean(per_text)) / 2
+
+
+@keras.saving.register_keras_serializable(package="kzoo")
+class LogitScale(keras.layers.Layer):
+    """The learned inverse temperature `exp(t)`, broadcast to `(batch, 1)`.
+
+    `t` starts at `log(1 / 0.07)` and the scale is capped at 100, as in CLIP.
+    The layer takes any `(batch, ...)` tensor only for its batch size, so
+    that the scale travels with the model's outputs.
+
+    Args:
+        initial_temperature: float. Starting temperature. Defaults to 0.07.
+        max_scale: float. Cap of the scale. Defaults to 100.
+        **kwargs: base `keras.layers.Layer` arguments.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from kzoo.models.clip import LogitScale
+    >>> np.round(np.asarray(LogitScale()(np.zeros((2, 4), "float32"))), 2)
+    array([[14.29],
+           [14.29]], dtype=float32)
+    """
+
+    def __init__(self, initial_temperature=0.07, max_scale=100.0, **kwargs):
+        super().__init__(**kwargs)
+        self.initial_temperature = float(initial_temperature)
+        self.max_scale = float(max_scale)
+
+    def build(self, input_shape):
+        self.log_scale = self.add_weight(
+            name="log_scale", shape=(),
+            initializer=keras.initializers.Constant(math.log(1 / self.initial_temperature)),
+        )
+
+    def call(self, inputs):
+        scale = ops.exp(ops.minimum(ops.cast(self.log_scale, "float32"), math.log(self.max_scale)))
+        return ops.ones((ops.shape(inputs)[0], 1), "float32") * scale
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], 1)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "initial_temperature": self.initial_temperature,
+            "max_scale": self.max_scale,
+        }
+
+
+@keras.saving.register_keras_serializable(package="kzoo")
+class CLIPDualEncoder(ZooModel):
+    """CLIP-style dual encoder trained with the symmetric contrastive loss.
+
+    Inputs are a dict: `"images"` (the image tower's input shape) and
+    `"token_ids"` (int `(batch, context_length)`, `[CLS]` first, 0 is
+    padding). Outputs are a dict: `"image_embeddings"` and
+    `"text_embeddings"` (L2-normalised, `(batch, embed_dim)`) and
+    `"logit_scale"` (`(batch, 1)`, the learned inverse temperature).
+
+    The image tower is the registered kzoo classifier `image_encoder`, built
+    with `image_encoder_kwargs` and `num_classes=embed_dim`: its head is the
+    image projection (a ViT projects its class token, a ResNet its pooled
+    features). The text tower embeds tokens and learned positions, runs
+    `text_layers` pre-norm Transformer encoder blocks, normalises, and
+    projects the first token without bias.
+
+    `compile()` needs no loss: the model trains with `clip_loss` on the
+    batch (so use batches of several pairs). `zero_shot_logits` and
+    `encode_images` / `encode_texts` serve inference.
+
+    Args:
+        image_encoder: str. A registered kzoo image classifier, e.g.
+            `"vit_tiny"` or `"resnet18"`. Defaults to `"vit_tiny"`.
+        image_encoder_kwargs: dict or None. Arguments of the image tower,
+            including its input shape (`image_shape` for ViTs,
+            `input_shape` for CNNs). None means `{"image_shape": (32, 32,
+            3), "patch_size": 4, "num_layers": 4}`. Defaults to None.
+        vocab_size: int. Number of token ids. Defaults to 49408 (CLIP's).
+        context_length: int. Tokens per text. Defaults to 77.
+        text_width: int. Width of the text tower. Defaults to 256.
+        text_heads: int. Attention heads of the text tower. Defaults to 4.
+        text_layers: int. Encoder blocks of the text tower. Defaults to 4.
+        embed_dim: int. Width of the shared embedding space. Defaults to
+            256.
+        dropout: float. Dropout inside the text tower. Defaults to 0.
+        name: str. Model name. Defaults to `"clip_dual_encoder"`.
+
+    Example:
+
+    >>> import numpy as np, kzoo
+    >>> model = kzoo.create_model(
+    ...     "clip_dual_encoder", vocab_size=20, context_length=6, text_width=16,
+    ...     text_heads=2, text_layers=1, embed_dim=8,
+    ...     image_encoder_kwargs={"image_shape": (8, 8, 1), "patch_size": 4,
+    ...                           "hidden_dim": 16, "num_heads": 2, "num_layers": 1,
+    ...                           "mlp_dim": 32})
+    >>> images = np.random.rand(4, 8, 8, 1).astype("float32")
+    >>> prompts = np.array([[1, 5, 6, 0, 0, 0], [1, 5, 7, 0, 0, 0]])
+    >>> model.zero_shot_logits(images, prompts).shape
+    (4, 2)
+    """
+
+    def __init__(
+        self,
+        image_encoder="vit_tiny",
+        image_encoder_kwargs=None,
+        vocab_size=49408,
+        context_length=77,
+        text_width=256,
+        text_heads=4,
+        text_layers=4,
+        embed_dim=256,
+        dropout=0.0,
+        name="clip_dual_encoder",
+        **kwargs,
+    ):
+        if image_encoder_kwargs is None:
+            image_encoder_kwargs = {"image_shape": (32, 32, 3), "patch_size": 4, "num_layers": 4}
+        if not isinstance(image_encoder_kwargs, dict):
+            raise TypeError(
+                f"Received image_encoder_kwargs={image_encoder_kwargs!r}; expected a dict of "
+                "the image tower's arguments, such as {'image_shape': (32, 32, 3)}."
+            )
+        entry = registry.get_entry(image_encoder)
+        if entry.task != "classification" or "num_classes" in image_encoder_kwargs:
+            raise ValueError(
+                f"Received image_encoder={image_encoder!r} with kwargs "
+                f"{sorted(image_encoder_kwargs)}; expected a kzoo image classifier without "
+                "num_classes (embed_dim sets its head), such as 'vit_tiny' or 'resnet18'."
+            )
+        vocab_size = validation.positive_int("vocab_size", vocab_size)
+        context_length = validation.positive_int("context_length", context_length)
+        text_width = validation.positive_int("text_width", text_width)
+        text_heads = validation.positive_int("text_heads", text_heads)
+        if text_width % text_heads:
+            raise ValueError(
+                f"Received text_width={text_width} and text_heads={text_heads}; expected "
+                "text_width divisible by text_heads, such as 256 with 4 heads."
+            )
+        text_layers = validation.positive_int("text_layers", text_layers)
+        embed_dim = validation.positive_int("embed_dim", embed_dim)
+        dropout = validation.fraction("dropout", dropout)
+
+        # === Layers and functional graph ===
+        registry.check_kwargs(entry, image_encoder_kwargs)
+        image_tower = entry.builder(
+            **{**entry.fixed, **image_encoder_kwargs, "num_classes": embed_dim,
+               "name": "image_encoder"}
+        )
+        images = keras.Input(image_tower.input_shape[1:], name="images")
+        token_ids = keras.Input((context_length,), dtype="int32", name="token_ids")
+
+        image_features = image_tower(images)  # (B, E): the tower's head projects
+        image_embeddings = keras.layers.UnitNormalization(name="image_embedding")(image_features)
+
+        padding_mask = PaddingMask(name="padding_mask")(token_ids)
+        x = TokenAndPositionEmbedding(
+            vocab_size, text_width, position_encoding="learned", max_length=context_length,
+            scale_embeddings=False, name="token_embedding",
+        )(token_ids)  # (B, T, W)
+        for i in range(text_layers):
+            x = TransformerEncoderBlock(
+                text_heads, 4 * text_width, dropout=dropout, activation="gelu",
+                norm_first=True, name=f"text_block_{i}",
+            )(x, padding_mask=padding_mask)
+        x = keras.layers.LayerNormalization(name="text_norm")(x)
+        x = SequencePooling("first", name="text_pool")(x)  # (B, W): the [CLS] token
+        x = keras.layers.Dense(embed_dim, use_bias=False, name="text_projection")(x)
+        text_embeddings = keras.layers.UnitNormalization(name="text_embedding")(x)
+
+        logit_scale = LogitScale(name="logit_scale")(image_embeddings)
+        outputs = {
+            "image_embeddings": image_embeddings,
+            "text_embeddings": text_embeddings,
+            "logit_scale": logit_scale,
+        }
+        inputs = {"images": images, "token_ids": token_ids}
+        super().__init__(inputs, outputs, name=name, **kwargs)
+
+        # === Config ===
+        self._set_config(
+            image_encoder=image_encoder, image_encoder_kwargs=dict(image_encoder_kwargs),
+            vocab_size=vocab_size, context_length=context_length, text_width=text_width,
+            text_heads=text_heads, text_layers=text_layers, embed_dim=embed_dim, dropout=dropout,
+        )
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        """The symmetric contrastive loss of the batch (targets are ignored)."""
+        scale = y_pred["logit_scale"][0, 0]
+        loss = clip_loss(y_pred["image_embeddings"], y_pred["text_embeddings"], scale)
+        if self.losses:
+            loss = loss + ops.sum(ops.stack([ops.cast(v, "float32") for v in self.losses]))
+        return loss
+
+    # === Inference ===
+    def encode_images(self, images, batch_size=256):
+        """L2-normalised image embeddings, `(n, embed_dim)` as NumPy."""
+        encoder = keras.Model(self.input["images"], self.get_layer("image_embedding").output)
+        return np.asarray(encoder.predict(images, batch_size=batch_size, verbose=0))
+
+    def encode_texts(self, token_ids, batch_size=256):
+        """L2-normalised text embeddings, `(n, embed_dim)` as NumPy."""
+        encoder = keras.Model(self.input["token_ids"], self.get_layer("text_embedding").output)
+        return np.asarray(encoder.predict(token_ids, batch_size=batch_size, verbose=0))
+
+    def zero_shot_logits(self, images, prompt_token_ids):
+        """Scaled cosine similarities of images to class prompts, `(n, classes)`.
+
+        `argmax` over the last axis is the zero-shot prediction.
+
+        Args:
+            images: array of images, the image tower's input shape.
+            prompt_token_ids: int array `(classes, context_length)`, one
+                prompt per class.
+        """
+        scale = float(np.exp(min(
+            float(keras.ops.convert_to_numpy(self.get_layer("logit_scale").log_scale)),
+            math.log(self.get_layer("logit_scale").max_scale),
+        )))
+        return scale * self.encode_images(images) @ self.encode_texts(prompt_token_ids).T
+
+
+def clip_inputs(batch_size, rng, *, context_length=8, vocab_size=50):
+    """Random images and token ids (`[CLS]` first, then padding), for tests."""
+    token_ids = rng.integers(5, vocab_size, size=(batch_size, context_length)).astype("int32")
+    token_ids[:, 0] = 1
+    token_ids[:, -2:] = 0
+    images = rng.random((batch_size, 8, 8, 1)).astype("float32")
+    return {"images": images, "token_ids": token_ids}
+
+
+# === Registered model ===
+registry.register_variant(
+    "clip_dual_encoder", CLIPDualEncoder,
+    summary="CLIP-style dual encoder: a kzoo image tower and a Transformer text tower.",
+    family="multimodal", task="self_supervised", recipe="recipes/clip.py",
+    tiny={
+        "image_encoder": "vit_tiny",
+        "image_encoder_kwargs": {"image_shape": (8, 8, 1), "patch_size": 4, "hidden_dim": 8,
+                                 "num_heads": 2, "num_layers": 1, "mlp_dim": 16},
+        "vocab_size": 50, "context_length": 8, "text_width": 8, "text_heads": 2,
+        "text_layers": 1, "embed_dim": 8,
+    },
+    tiny_inputs=clip_inputs,
+    name="clip_dual_encoder",
+)
