@@ -1,0 +1,140 @@
+"""Hyperparameter search with KerasTuner over any registered classifier.
+
+Random search, Bayesian optimisation or Hyperband over the model family's
+documented search space (`kzoo.training.tuning.FAMILY_SPACES` plus learning
+rate, weight decay, optimizer and batch size), with early stopping of bad
+trials. Failing trials are counted and the search goes on. Rerunning the same
+command continues an interrupted search; `--overwrite` starts over.
+
+Default data: scikit-learn's copy of the UCI optical digits (1,797 real 8x8
+images shipped inside the scikit-learn package, so it runs offline); recurrent
+models read each image row by row.
+
+    KERAS_BACKEND=jax python recipes/tune.py --model mlp --tuner bayesian
+    python recipes/tune.py --model simple_cnn --tuner hyperband --epochs 9 \\
+        --space optimizer=adam learning_rate=3e-4..3e-3:log --space-file narrow.txt
+
+The run folder holds `trials.md` (ranked table), `trials.json`,
+`best_hyperparameters.json`, `search.png` (objective against trial and against
+the most important hyperparameter), `model.keras` (the best trial's model at
+its best epoch), `metrics.json` and `search/` (KerasTuner's state). For a
+search over several machines, set KERASTUNER_ORACLE_IP, KERASTUNER_ORACLE_PORT
+and KERASTUNER_TUNER_ID (`chief`, `tuner0`, `tuner1`, ...) and run the same
+command with a shared `--output-dir` on every machine (docs/results/tune.md).
+"""
+
+import keras
+
+from kzoo.training import runner
+
+
+def main(argv=None):
+    parser = runner.make_parser(__doc__, epochs=20, patience=3, dataset="digits")
+    g = parser.add_argument_group("search")
+    g.add_argument("--model", default="mlp", help="a registered classifier (kzoo list)")
+    g.add_argument("--tuner", choices=("random", "bayesian", "hyperband"), default="random")
+    g.add_argument("--max-trials", type=runner._positive_int, default=20,
+                   help="trials of random and Bayesian search (Hyperband sets its own)")
+    g.add_argument("--objective", choices=("val_loss", "val_accuracy"), default="val_loss")
+    g.add_argument("--space", nargs="+", action="extend", default=[], metavar="NAME=SPEC",
+                   help="narrow or widen the space: lr=1e-4..1e-2:log, width=32..256:log:step=2, "
+                        "optimizer=adam|sgd, depth=2")
+    g.add_argument("--space-file", default=None,
+                   help="overrides in a JSON file or 'name: spec' lines (--space wins)")
+    g.add_argument("--show-space", action="store_true", help="print the search space and exit")
+    g.add_argument("--hyperband-factor", type=runner._positive_int, default=3)
+    g.add_argument("--max-consecutive-failures", type=runner._positive_int, default=3,
+                   help="stop after this many failed trials in a row")
+    g.add_argument("--overwrite", action="store_true", help="start over instead of continuing")
+    g.add_argument("--image-size", type=runner._positive_int, default=None,
+                   help="resize digits to this square size (for CNNs that need larger images)")
+    args = parser.parse_args(argv)
+
+    try:
+        from kzoo.training import tuning
+    except ImportError as err:
+        raise runner.RunError(str(err)) from None
+    try:
+        overrides = tuning.load_spec(args.space_file) if args.space_file else {}
+        overrides.update(tuning.parse_overrides(args.space))
+        space = tuning.search_space(args.model, overrides)
+    except ValueError as err:
+        raise runner.RunError(str(err)) from None
+    if args.show_space:
+        for name, param in space.items():
+            print(f"{name} = {param.describe()}")
+        return space
+
+    run = runner.Run(args, recipe=f"tune-{args.model}-{args.tuner}")
+    role = tuning.role()
+    extra = {"image_size": args.image_size} if args.image_size else {}
+    data = run.load_data(**extra)
+    try:
+        train, val, test, model_kwargs = tuning.prepare_data(args.model, data)
+        hypermodel = tuning.ZooHyperModel(args.model, space, model_kwargs,
+                                          loss=runner.classification_loss(args.label_smoothing),
+                                          clipnorm=args.grad_clip,
+                                          jit_compile=run.jit_compile)
+        if not args.overwrite:
+            tuning.check_space(run.dir / "search", space)
+        # Fail fast, with the model's own message, if the default point cannot build.
+        import keras_tuner
+
+        hypermodel.build(keras_tuner.HyperParameters())
+    except ValueError as err:
+        raise runner.RunError(str(err)) from None
+    keras.backend.clear_session()
+
+    smoke_trials = min(args.max_trials, 3)
+    tuner = tuning.make_tuner(
+        hypermodel,
+        args.tuner,
+        directory=run.dir,
+        objective=args.objective,
+        max_trials=smoke_trials if run.smoke else args.max_trials,
+        max_epochs=2 if run.smoke else args.epochs,
+        hyperband_factor=2 if run.smoke else args.hyperband_factor,
+        seed=args.seed,
+        max_consecutive_failures=args.max_consecutive_failures,
+        overwrite=args.overwrite,
+    )
+    if role != "worker":
+        tuning.record_space(run.dir / "search", space)
+    direction = "min" if args.objective == "val_loss" else "max"
+    callbacks = [keras.callbacks.TerminateOnNaN()]
+    if args.patience > 0:  # stop a trial once its objective stops improving
+        callbacks.append(keras.callbacks.EarlyStopping(
+            monitor=args.objective, mode=direction, patience=args.patience))
+    verbose = args.verbose if args.verbose is not None else 2
+    fit_kwargs = {"validation_data": val, "epochs": run.epochs, "verbose": verbose}
+    try:
+        tuner.search(*train, callbacks=callbacks, **fit_kwargs)
+    except RuntimeError as err:  # KerasTuner's "too many consecutive failures"
+        raise runner.RunError(
+            f"the search stopped after {args.max_consecutive_failures} failed trials in a row "
+            f"({tuning._last_line(str(err))}); fix or narrow the search space with --space."
+        ) from None
+    if role == "worker":
+        print(f"[tune worker {tuning.os.environ['KERASTUNER_TUNER_ID']}] no trials left.")
+        return {"role": role}
+
+    title = f"{args.model}, {args.tuner} search on {data.name} ({run.backend})"
+    report = tuning.write_report(tuner, hypermodel, run.dir, args.objective, title)
+    print(report["table"])
+    print(f"{report['completed']} trials completed, {report['failed']} failed.")
+    if report["best"] is None:
+        raise runner.RunError("no trial completed, so there is no best model; see trials.json.")
+    model = tuning.best_model(tuner, hypermodel, train, fit_kwargs)
+    results = model.evaluate(*test, verbose=0, return_dict=True)
+    return run.finish(model, {
+        "test_accuracy": results["accuracy"],
+        "test_loss": results["loss"],
+        "best_trial": report["best"].trial_id,
+        args.objective: report["best"].score,
+        "trials_completed": report["completed"],
+        "trials_failed": report["failed"],
+    })
+
+
+if __name__ == "__main__":
+    main()
