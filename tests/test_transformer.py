@@ -1,5 +1,9 @@
 """Transformer blocks and models: numerics against torch.nn, masks, caches, errors."""
 
+import json
+import pathlib
+import runpy
+
 import keras
 import numpy as np
 import pytest
@@ -14,6 +18,7 @@ from kzoo.layers.transformer import (
 )
 
 D, HEADS, FF = 16, 4, 32
+RECIPES = pathlib.Path(__file__).resolve().parents[1] / "recipes"
 
 
 def _rand(*shape, seed=0):
@@ -315,3 +320,31 @@ def test_cross_attention_weights_are_distributions_over_real_source_tokens():
     assert len(maps) == 2 and maps[-1].shape == (1, 2, 3, 5)
     np.testing.assert_allclose(maps[-1].sum(-1), 1.0, atol=1e-5)
     np.testing.assert_allclose(maps[-1][..., 3:], 0.0, atol=1e-6)
+
+
+# === Recipes (--smoke: every code path on a tiny slice) ===
+def test_transformer_recipe_smoke(tmp_path, capsys):
+    main = runpy.run_path(str(RECIPES / "transformer.py"))["main"]
+    metrics = main(["--smoke", "--output-dir", str(tmp_path), "--d-model", "16",
+                    "--num-heads", "2", "--layers", "1", "--d-ff", "16", "--beam-width", "2"])
+    for key in ("test_exact_match_greedy", "test_exact_match_beam"):
+        assert 0.0 <= metrics[key] <= 1.0
+    assert "samples after epoch 1" in capsys.readouterr().out
+    for name in ("model.keras", "history.csv", "learning_curve.png", "metrics.json",
+                 "attention.png", "translations.txt"):
+        assert (tmp_path / name).exists(), name
+    assert len((tmp_path / "translations.txt").read_text().splitlines()) == 32
+    restored = keras.saving.load_model(tmp_path / "model.keras", safe_mode=True)
+    assert type(restored).__name__ == "Transformer"
+
+
+def test_lm_recipe_smoke(tmp_path):
+    main = runpy.run_path(str(RECIPES / "lm.py"))["main"]
+    metrics = main(["--smoke", "--output-dir", str(tmp_path), "--d-model", "16",
+                    "--num-heads", "2", "--layers", "1", "--d-ff", "16",
+                    "--sequence-length", "32", "--max-train-chars", "20000"])
+    assert 1.0 < metrics["val_perplexity"] < 1000
+    record = json.loads((tmp_path / "metrics.json").read_text())
+    assert record["dataset"] == "python_docs" and "Python" in record["dataset_source"]
+    samples = (tmp_path / "samples.txt").read_text().splitlines()
+    assert len(samples) == 6 and samples[0].startswith("greedy: 'Return the ")
