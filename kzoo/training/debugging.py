@@ -223,8 +223,9 @@ def gradient_check(model, x, y, loss=None, eps=None, checks_per_variable=4, seed
     For a few random coordinates of each trainable variable,
     `(L(w + eps) - L(w - eps)) / (2 eps)` is compared with the backend's
     gradient. The forward pass runs in inference mode so the loss is
-    deterministic. Build the model under the `"float64"` dtype policy for a
-    tight check; in float32 the finite differences are only good to ~1e-2.
+    deterministic. Build the model in float64 for a tight check (on JAX
+    this needs `jax_enable_x64`); in float32 the finite differences are
+    only good to ~1e-2.
 
     Args:
         model: keras.Model. A built model.
@@ -243,11 +244,13 @@ def gradient_check(model, x, y, loss=None, eps=None, checks_per_variable=4, seed
         `{"variable", "index", "autodiff", "numerical", "relative_error"}`.
     """
     variables = list(model.trainable_variables)
-    double = all(str(v.dtype) == "float64" for v in variables)
+    values = _values(model)
+    # The stored precision, not the declared one: JAX keeps float64
+    # variables in float32 unless jax_enable_x64 is set.
+    double = all(v.dtype == np.float64 for v in values)
     eps = eps if eps is not None else (1e-6 if double else 1e-2)
     rtol = rtol if rtol is not None else (1e-5 if double else 5e-2)
     loss_fn = stateless_loss(model, x, y, loss, training=False)
-    values = _values(model)
     _, grads = value_and_grad(loss_fn, values)
 
     def loss_at(vals):
