@@ -24,9 +24,9 @@ from kzoo.training import runner
 
 def main(argv=None):
     parser = runner.make_parser(
-        __doc__, epochs=15, batch_size=64, lr=2e-3, schedule="cosine", dataset="shapes"
+        __doc__, epochs=10, batch_size=64, lr=2e-3, schedule="cosine", dataset="shapes"
     )
-    parser.add_argument("--widths", type=int, nargs="+", default=[32, 64, 128])
+    parser.add_argument("--widths", type=int, nargs="+", default=[16, 32, 64])
     parser.add_argument("--convs-per-stage", type=int, default=2)
     parser.add_argument("--dropout", type=float, default=0.3)
     parser.add_argument("--augment", choices=("auto",) + AUGMENTATIONS, default="auto")
