@@ -65,7 +65,7 @@ def test_two_player_optimizer_routes_by_variable():
     assert len(opt.variables) == len(opt._variables) + len(opt.d_optimizer.variables) + len(
         opt.g_optimizer.variables
     )
-    opt.apply([np.ones(2, "float32"), np.ones(1, "float32")], [d, g])
+    opt.apply([keras.ops.ones((2,)), keras.ops.ones((1,))], [d, g])
     np.testing.assert_allclose(keras.ops.convert_to_numpy(d), [0.9, 0.9], atol=1e-6)
     np.testing.assert_allclose(keras.ops.convert_to_numpy(g), [0.5], atol=1e-6)
     assert int(opt.d_optimizer.iterations) == 1 and int(opt.g_optimizer.iterations) == 1

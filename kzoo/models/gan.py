@@ -74,8 +74,8 @@ class TwoPlayerOptimizer(keras.optimizers.Optimizer):
     >>> d, g = keras.Variable(1.0, name="d"), keras.Variable(1.0, name="g")
     >>> opt = TwoPlayerOptimizer(keras.optimizers.SGD(0.5),
     ...                          keras.optimizers.SGD(0.25), [d.path])
-    >>> opt.apply([1.0, 1.0], [d, g])
-    >>> float(d.numpy()), float(g.numpy())
+    >>> opt.apply([keras.ops.ones(()), keras.ops.ones(())], [d, g])
+    >>> float(keras.ops.convert_to_numpy(d)), float(keras.ops.convert_to_numpy(g))
     (0.5, 0.75)
     """
 
