@@ -53,7 +53,7 @@ def bleu(hypotheses, references):
 
 def main(argv=None):
     parser = runner.make_parser(
-        __doc__, epochs=12, batch_size=64, lr=1e-3, dataset="numbers_en_fr",
+        __doc__, epochs=3, batch_size=64, lr=1e-3, dataset="numbers_en_fr",
         schedule="warmup_cosine", label_smoothing=0.1, grad_clip=1.0,
     )
     parser.add_argument("--d-model", type=int, default=128)
@@ -63,7 +63,7 @@ def main(argv=None):
     parser.add_argument("--dropout", type=float, default=0.1)
     parser.add_argument("--norm-first", action="store_true", help="pre-norm blocks")
     parser.add_argument("--beam-width", type=int, default=4)
-    parser.add_argument("--samples-every", type=int, default=3,
+    parser.add_argument("--samples-every", type=int, default=1,
                         help="print sample translations every N epochs")
     args = parser.parse_args(argv)
 
