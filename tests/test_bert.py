@@ -170,3 +170,41 @@ def test_bert_matches_a_torch_reference(head):
         real = x["token_ids"] != 0
         expected, got = expected[real], got[real]
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_bert_recipe_smoke(tmp_path):
+    import importlib.util
+    import json
+    import pathlib
+
+    path = pathlib.Path(__file__).resolve().parents[1] / "recipes" / "bert.py"
+    spec = importlib.util.spec_from_file_location("bert_recipe", path)
+    recipe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(recipe)
+    recipe.main(["--smoke", "--verbose", "0", "--output-dir", str(tmp_path)])
+    record = json.loads((tmp_path / "metrics.json").read_text())
+    for name in ("model.keras", "history.csv", "learning_curve.png"):
+        assert (tmp_path / name).exists(), name
+    assert 0.0 <= record["metrics"]["mlm_masked_accuracy"] <= 1.0
+    assert 0.0 <= record["metrics"]["test_accuracy"] <= 1.0
+
+
+def test_masking_follows_the_80_10_10_rule():
+    import importlib.util
+    import pathlib
+
+    path = pathlib.Path(__file__).resolve().parents[1] / "recipes" / "bert.py"
+    spec = importlib.util.spec_from_file_location("bert_recipe", path)
+    recipe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(recipe)
+    rng = np.random.default_rng(0)
+    tokens = rng.integers(5, 50, size=(400, 50)).astype("int32")
+    tokens[:, 0] = 1  # [CLS] is never masked
+    inputs, targets, weights = recipe.mask_tokens(
+        tokens, rng=rng, vocab_size=50, mask_id=3, special_ids=[0, 1, 2, 3, 4]
+    )
+    chosen = weights > 0
+    assert not chosen[:, 0].any() and (targets == tokens).all()
+    assert abs(chosen.mean() - 0.15) < 0.01
+    assert abs((inputs[chosen] == 3).mean() - 0.8) < 0.03
+    assert (inputs[~chosen] == tokens[~chosen]).all()

@@ -300,3 +300,42 @@ def test_inception_module_matches_torch():
     np.testing.assert_allclose(
         keras.ops.convert_to_numpy(module(x)), expected, rtol=1e-4, atol=1e-5
     )
+
+
+# === Recipe ===
+def _run_folder_ok(folder):
+    import json
+
+    record = json.loads((folder / "metrics.json").read_text())
+    assert record["smoke"] is True
+    for name in ("model.keras", "history.csv", "learning_curve.png"):
+        assert (folder / name).exists(), name
+    return record["metrics"]
+
+
+def test_classics_recipe_smoke(tmp_path):
+    import importlib.util
+    import pathlib
+
+    path = pathlib.Path(__file__).resolve().parents[1] / "recipes" / "classics.py"
+    spec = importlib.util.spec_from_file_location("classics_recipe", path)
+    recipe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(recipe)
+    recipe.main(["--smoke", "--verbose", "0", "--output-dir", str(tmp_path)])
+    metrics = _run_folder_ok(tmp_path)
+    assert metrics["image_size"] == 32 and metrics["params"] == 61_706
+    assert 0.0 <= metrics["test_accuracy"] <= 1.0
+
+
+@pytest.mark.slow
+def test_classics_recipe_smoke_googlenet_aux_heads(tmp_path):
+    import importlib.util
+    import pathlib
+
+    path = pathlib.Path(__file__).resolve().parents[1] / "recipes" / "classics.py"
+    spec = importlib.util.spec_from_file_location("classics_recipe", path)
+    recipe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(recipe)
+    recipe.main(["--smoke", "--verbose", "0", "--output-dir", str(tmp_path),
+                 "--model", "googlenet", "--aux-heads", "--width", "0.0625"])
+    assert 0.0 <= _run_folder_ok(tmp_path)["test_accuracy"] <= 1.0

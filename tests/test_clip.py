@@ -75,7 +75,7 @@ def test_resnet_image_tower():
     "kwargs, match",
     [
         ({"image_encoder": "lenet5x"}, "unknown model name"),
-        ({"image_encoder": "bert_tiny"}, "image classifier"),
+        ({"image_encoder": "bert_tiny_mlm"}, "image classifier"),
         ({"image_encoder_kwargs": {"num_classes": 3}}, "without num_classes"),
         ({"text_width": 10, "text_heads": 4}, "divisible by text_heads"),
     ],
@@ -91,3 +91,20 @@ def test_class_prompts_name_each_digit():
     assert [VOCAB[i] for i in prompts[7] if i] == ["[CLS]", "a", "photo", "of", "the",
                                                   "digit", "seven"]
     assert tokenize(["a zebra"], 4)[0].tolist() == [1, VOCAB.index("a"), 4, 0]  # 4 is [UNK]
+
+
+def test_clip_recipe_smoke(tmp_path):
+    import importlib.util
+    import json
+    import pathlib
+
+    path = pathlib.Path(__file__).resolve().parents[1] / "recipes" / "clip.py"
+    spec = importlib.util.spec_from_file_location("clip_recipe", path)
+    recipe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(recipe)
+    recipe.main(["--smoke", "--verbose", "0", "--output-dir", str(tmp_path),
+                 "--width", "16", "--layers", "1", "--embed-dim", "8"])
+    record = json.loads((tmp_path / "metrics.json").read_text())
+    for name in ("model.keras", "history.csv", "learning_curve.png"):
+        assert (tmp_path / name).exists(), name
+    assert 0.0 <= record["metrics"]["zero_shot_test_accuracy"] <= 1.0
