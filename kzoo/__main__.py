@@ -1,7 +1,10 @@
-"""`python -m kzoo`: list the models (and, later, export and predict).
+"""`python -m kzoo`: list the models, export trained ones, predict with them.
 
     python -m kzoo list               # every model with its parameter count
     python -m kzoo list 'resnet*'     # shell-style wildcard
+    python -m kzoo export runs/mlp-torch --format onnx
+    python -m kzoo export runs/mlp-tensorflow/model.keras --format tf_saved_model
+    python -m kzoo predict runs/mlp-jax digit.npy photo.png --top-k 3
 """
 
 import argparse
@@ -42,6 +45,61 @@ def _cell(value):
     return "-" if value is None else str(value)
 
 
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, received {text!r}")
+    return value
+
+
+def _export(args):
+    from kzoo import export
+
+    try:
+        output = args.output or export.default_output(args.model, args.format)
+        export.export_model(args.model, output, format=args.format)
+    except export.ExportError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(f"exported {args.model} as {args.format} -> {output}")
+    return 0
+
+
+def _predict(args):
+    from pathlib import Path
+
+    from kzoo import export
+
+    try:
+        labels = None
+        if args.labels:
+            labels = [line.strip() for line in Path(args.labels).read_text().splitlines()
+                      if line.strip()]
+        model = export.load_model(args.model)
+        result = export.predict_files(model, args.inputs, k=args.top_k, labels=labels)
+    except export.ExportError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    if args.output:
+        import numpy as np
+
+        if args.output.endswith(".npy"):
+            np.save(args.output, np.asarray(
+                result.get("outputs", [[p for _, p in row] for row in result.get("top_k", [])])))
+        else:
+            Path(args.output).write_text(export.to_json(result) + "\n")
+        print(f"wrote predictions for {len(args.inputs)} input file(s) -> {args.output}")
+    elif "top_k" in result:
+        for name, row in zip(result["inputs"], result["top_k"]):
+            print(f"{name}: " + ", ".join(f"{label} ({p:.4f})" for label, p in row))
+    else:
+        print(export.to_json(result))
+    return 0
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m kzoo", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -51,6 +109,22 @@ def main(argv=None):
     p.add_argument("--no-params", action="store_true",
                    help="skip building each model to count its parameters")
     p.set_defaults(func=_list)
+
+    p = sub.add_parser("export", help="export a trained model (ONNX, TF SavedModel, .keras)")
+    p.add_argument("model", help="a run folder (its model.keras) or a .keras file")
+    p.add_argument("--format", choices=("onnx", "tf_saved_model", "keras"), default="onnx")
+    p.add_argument("--output", default=None,
+                   help="file or folder to write (default: <run>/export/model.<format>)")
+    p.set_defaults(func=_export)
+
+    p = sub.add_parser("predict", help="run a saved model on .npy or image files")
+    p.add_argument("model", help="a run folder (its model.keras) or a .keras file")
+    p.add_argument("inputs", nargs="+", help=".npy arrays (one example or a batch) or images")
+    p.add_argument("--top-k", type=_positive_int, default=5, help="classes shown per example (classifiers)")
+    p.add_argument("--labels", default=None, help="a text file with one class name per line")
+    p.add_argument("--output", default=None,
+                   help="write predictions to a .json or .npy file instead of printing")
+    p.set_defaults(func=_predict)
     args = parser.parse_args(argv)
     return args.func(args)
 
