@@ -12,6 +12,7 @@ the most similar embedding.
     KERAS_BACKEND=jax python recipes/clip.py
 """
 
+import keras
 import numpy as np
 
 import kzoo
@@ -59,7 +60,7 @@ def main(argv=None):
     run.fit(model, data.x_train, validation_data=(data.x_val, None))
     logits = model.zero_shot_logits(data.x_test["images"], prompts)
     accuracy = float(np.mean(np.argmax(logits, axis=1) == data.y_test))
-    scale = float(np.exp(np.asarray(model.get_layer("logit_scale").log_scale)))
+    scale = float(keras.ops.convert_to_numpy(model.get_layer("logit_scale").scale()))
     return run.finish(model, {"zero_shot_test_accuracy": accuracy, "logit_scale": scale})
 
 

@@ -88,9 +88,12 @@ class LogitScale(keras.layers.Layer):
             initializer=keras.initializers.Constant(math.log(1 / self.initial_temperature)),
         )
 
+    def scale(self):
+        """The current scale `min(exp(t), max_scale)`, a float32 scalar tensor."""
+        return ops.exp(ops.minimum(ops.cast(self.log_scale, "float32"), math.log(self.max_scale)))
+
     def call(self, inputs):
-        scale = ops.exp(ops.minimum(ops.cast(self.log_scale, "float32"), math.log(self.max_scale)))
-        return ops.ones((ops.shape(inputs)[0], 1), "float32") * scale
+        return ops.ones((ops.shape(inputs)[0], 1), "float32") * self.scale()
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], 1)
@@ -269,10 +272,7 @@ class CLIPDualEncoder(ZooModel):
             prompt_token_ids: int array `(classes, context_length)`, one
                 prompt per class.
         """
-        scale = float(np.exp(min(
-            float(keras.ops.convert_to_numpy(self.get_layer("logit_scale").log_scale)),
-            math.log(self.get_layer("logit_scale").max_scale),
-        )))
+        scale = float(ops.convert_to_numpy(self.get_layer("logit_scale").scale()))
         return scale * self.encode_images(images) @ self.encode_texts(prompt_token_ids).T
 
 
