@@ -196,10 +196,11 @@ def test_lr_finder_sweeps_exponentially_stops_on_divergence_and_suggests(tmp_pat
         np.testing.assert_array_equal(a, b)
 
 
-def test_suggest_lr_picks_the_steepest_descent_before_the_minimum():
-    lrs = np.logspace(-5, 0, 11)
-    losses = [2.0, 2.0, 1.99, 1.9, 1.5, 0.8, 0.5, 0.45, 0.6, 3.0, 9.0]
-    assert suggest_lr(lrs, losses) == pytest.approx(lrs[4])
+def test_suggest_lr_is_a_tenth_of_the_rate_at_the_minimum():
+    lrs = np.logspace(-5, 0, 11)  # a factor of 10 every 2 steps
+    losses = [2.0, 2.0, 1.99, 1.9, 1.5, 0.8, 0.5, 0.45, 0.6, 3.0, np.nan]
+    assert suggest_lr(lrs, losses) == pytest.approx(lrs[5])
+    assert suggest_lr(lrs[:3], [1.0, 2.0, 3.0]) == pytest.approx(lrs[0])
 
 
 def test_lr_finder_rejects_a_bad_range():
@@ -285,10 +286,11 @@ def test_gradient_check_agrees_with_finite_differences_on_this_backend():
     y = np.random.default_rng(1).normal(size=(6, 2))
     report = debugging.gradient_check(model, x, y, loss="mse", checks_per_variable=3)
     assert report["passed"], debugging.format_table(report["rows"])
-    # JAX stores float64 variables in float32 unless jax_enable_x64 is on;
-    # the check then uses float32 steps and tolerance.
-    stored = keras.ops.convert_to_numpy(model.weights[0]).dtype
-    assert report["max_relative_error"] < (1e-6 if stored == np.float64 else 2e-2)
+    # Where the loss is not really float64 (JAX without jax_enable_x64), the
+    # check uses float32 steps and tolerance.
+    assert report["max_relative_error"] < (1e-6 if report["float64"] else 5e-2)
+    if BACKEND == "tensorflow":
+        assert report["float64"]
     assert len(report["rows"]) == 3 * 6 - 1  # the last bias has only 2 entries
 
 

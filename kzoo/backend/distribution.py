@@ -135,9 +135,10 @@ def _setup_jax():
 
     num_processes = int(os.environ.get("KERAS_DISTRIBUTION_NUM_PROCESSES", "1"))
     if num_processes > 1:
-        # Cross-process collectives on CPU go through gloo.
-        if all(d.platform == "cpu" for d in jax.local_devices()):
-            jax.config.update("jax_cpu_collectives_implementation", "gloo")
+        # Cross-process collectives between CPU devices go through gloo (GPUs
+        # and TPUs use their own); asking for devices first would start XLA
+        # too early, so this is set unconditionally.
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
         keras.distribution.initialize()
     devices = jax.devices()
     keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices))

@@ -67,7 +67,12 @@ def stateless_loss(model, x, y, loss=None, training=False):
             y_pred = model(x, training=training)
             if loss is None:
                 return model.compute_loss(x=x, y=y, y_pred=y_pred, training=training)
-            value = keras.ops.mean(loss(y, y_pred))
+            target = y
+            if isinstance(y, np.ndarray) and y.dtype.kind == "f":
+                # Keep float64 targets in float64 (torch would round them to floatx).
+                target = keras.ops.convert_to_tensor(y, dtype=keras.backend.standardize_dtype(
+                    y_pred.dtype))
+            value = keras.ops.mean(loss(target, y_pred))
             for extra in model.losses:  # regularisers and add_loss terms
                 value = value + keras.ops.cast(extra, value.dtype)
             return value
@@ -240,21 +245,26 @@ def gradient_check(model, x, y, loss=None, eps=None, checks_per_variable=4, seed
             1e-5 for float64 and 5e-2 otherwise.
 
     Returns:
-        A dict `{"passed", "max_relative_error", "rtol", "rows"}`; each row is
+        A dict `{"passed", "max_relative_error", "rtol", "float64", "rows"}`
+        (`float64`: whether the loss really was computed in float64); each row is
         `{"variable", "index", "autodiff", "numerical", "relative_error"}`.
     """
     variables = list(model.trainable_variables)
     values = _values(model)
-    # The stored precision, not the declared one: JAX keeps float64
-    # variables in float32 unless jax_enable_x64 is set.
-    double = all(v.dtype == np.float64 for v in values)
-    eps = eps if eps is not None else (1e-6 if double else 1e-2)
-    rtol = rtol if rtol is not None else (1e-5 if double else 5e-2)
     loss_fn = stateless_loss(model, x, y, loss, training=False)
-    _, grads = value_and_grad(loss_fn, values)
 
     def loss_at(vals):
         return float(keras.ops.convert_to_numpy(loss_fn(vals)))
+
+    # The precision the loss is really computed in, not the declared one:
+    # JAX keeps float64 variables in float32 unless jax_enable_x64 is set,
+    # and some backends' kernels round float64 through float32. A nudge far
+    # below float32's resolution moves a true float64 loss only.
+    double = all(v.dtype == np.float64 for v in values) and loss_at(
+        [v * (1 + 1e-10) + 1e-10 for v in values]) != loss_at(values)
+    eps = eps if eps is not None else (1e-6 if double else 1e-2)
+    rtol = rtol if rtol is not None else (1e-5 if double else 5e-2)
+    _, grads = value_and_grad(loss_fn, values)
 
     rng = np.random.default_rng(seed)
     rows = []
@@ -277,7 +287,8 @@ def gradient_check(model, x, y, loss=None, eps=None, checks_per_variable=4, seed
                 "relative_error": abs(analytic - numerical) / scale,
             })
     worst = max((r["relative_error"] for r in rows), default=0.0)
-    return {"passed": worst <= rtol, "max_relative_error": worst, "rtol": rtol, "rows": rows}
+    return {"passed": worst <= rtol, "max_relative_error": worst, "rtol": rtol,
+            "float64": double, "rows": rows}
 
 
 # === Reports ===
