@@ -95,11 +95,13 @@ def test_space_narrow_widen_and_reject():
         ("mlp", {"hidden_units": (64, 64)}),
         ("simple_cnn", {"widths": (64, 128)}),
         ("resnet20_cifar", {"stage_blocks": (2, 2, 2)}),
+        ("vit_tiny", {"mlp_dim": 128, "hidden_dim": 64}),
     ],
 )
 def test_family_space_maps_onto_create_model(name, expected):
     hm = tuning.ZooHyperModel(name, tuning.search_space(name), {"num_classes": 3})
-    values = {"depth": 2, "width": 64, "blocks_per_stage": 2, "dropout": 0.2,
+    values = {"depth": 2, "width": 64, "blocks_per_stage": 2, "hidden_dim": 64, "mlp_ratio": 2,
+              "dropout": 0.2,
               "learning_rate": 1e-3, "optimizer": "sgd", "batch_size": 32}
     values = {k: v for k, v in values.items() if k in hm.space}
     kwargs, training = hm.model_and_training_kwargs(values)
@@ -117,6 +119,17 @@ def test_rnn_reads_images_row_by_row():
     np.testing.assert_array_equal(x[0, 3], data.x_train[0, 3, :, 0])
     hm = tuning.ZooHyperModel("lstm_classifier", tuning.search_space("lstm_classifier"), kwargs)
     assert hm.build(keras_tuner.HyperParameters()).output_shape == (None, 10)
+
+
+def test_vit_gets_image_shape_and_builds_on_digits():
+    import kzoo.data
+
+    data = kzoo.data.load("digits", smoke=True)
+    *_, kwargs = tuning.prepare_data("vit_tiny", data)
+    assert kwargs == {"image_shape": (8, 8, 1), "num_classes": 10}
+    hm = tuning.ZooHyperModel("vit_tiny", tuning.search_space("vit_tiny"), kwargs)
+    model = hm.build(keras_tuner.HyperParameters())
+    assert model.output_shape == (None, 10) and model.get_config()["num_layers"] == 1
 
 
 def test_importance_ranks_the_hyperparameter_that_matters():

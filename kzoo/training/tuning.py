@@ -342,6 +342,11 @@ def _resnet_kwargs(values, entry):
     return {"stage_blocks": (values.pop("blocks_per_stage"),) * stages}
 
 
+def _vit_kwargs(values, entry):
+    # The MLP's width as a multiple of the model width, as in the ViT papers.
+    return {"mlp_dim": values["hidden_dim"] * values.pop("mlp_ratio")}
+
+
 FAMILY_SPACES = (
     FamilySpace(
         "mlp",
@@ -385,6 +390,20 @@ FAMILY_SPACES = (
             "dropout": Range(0.0, 0.3, step=0.1),
             "pooling": Choice("last", "mean", "max"),
         },
+    ),
+    FamilySpace(
+        "vit",
+        applies=lambda e: {"patch_size", "hidden_dim", "num_heads"} <= set(e.defaults),
+        params={
+            # Small models for small images: patches of 2 or 4 pixels tile 8x8 digits.
+            "patch_size": Choice(2, 4),
+            "hidden_dim": Choice(32, 64, 128),
+            "num_heads": Choice(2, 4),
+            "num_layers": Range(1, 4),
+            "mlp_ratio": Choice(2, 4),
+            "dropout": Range(0.0, 0.3, step=0.1),
+        },
+        to_kwargs=_vit_kwargs,
     ),
     # Any other classifier: the training hyperparameters, and dropout if it has one.
     FamilySpace(
@@ -430,7 +449,7 @@ def search_space(name, overrides=None):
                 f"Received a search-space override for {key!r}, which model {name!r} does not "
                 f"take; expected one of {sorted(set(space) | set(entry.defaults))}."
             )
-        if key in ("input_shape", "num_classes", "num_outputs", "name"):
+        if key in ("input_shape", "image_shape", "num_classes", "num_outputs", "name"):
             raise ValueError(
                 f"Received a search-space override for {key!r}; it is set from the data, so "
                 "tune another argument."
@@ -970,4 +989,6 @@ def prepare_data(model_name, data):
         height, width, channels = input_shape
         splits = [(np.reshape(x, (len(x), height, width * channels)), y) for x, y in splits]
         input_shape = (height, width * channels)
-    return (*splits, {"input_shape": input_shape, "num_classes": data.num_classes})
+    # Image transformers call their input shape `image_shape`.
+    shape_name = "image_shape" if "image_shape" in entry.defaults else "input_shape"
+    return (*splits, {shape_name: input_shape, "num_classes": data.num_classes})
