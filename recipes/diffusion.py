@@ -9,7 +9,7 @@ samples of the full ancestral DDPM sampler (every timestep, slower).
 
 Default data: scikit-learn's copy of the UCI optical digits (1,797 real 8x8
 images shipped inside the scikit-learn package, so it runs offline),
-upsampled to 16x16.
+at their own 8x8 size (`--image-size 16` upsamples them).
 
     KERAS_BACKEND=jax python recipes/diffusion.py
 """
@@ -19,9 +19,12 @@ from kzoo.training import runner, sample_grid
 
 
 def main(argv=None):
-    parser = runner.make_parser(__doc__, epochs=60, batch_size=64, lr=1e-3, dataset="digits")
-    parser.add_argument("--image-size", type=int, default=16, help="square size, a multiple of 4")
+    parser = runner.make_parser(__doc__, epochs=40, batch_size=64, lr=1e-3, dataset="digits")
+    parser.add_argument("--image-size", type=int, default=8,
+                        help="square size, divisible by 2 ** (levels - 1)")
     parser.add_argument("--filters", type=int, default=32)
+    parser.add_argument("--channel-multipliers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--attention-resolutions", type=int, nargs="*", default=[4])
     parser.add_argument("--timesteps", type=int, default=1000)
     parser.add_argument("--noise-schedule", choices=("linear", "cosine"), default="cosine")
     parser.add_argument("--ddim-steps", type=int, default=50)
@@ -35,7 +38,9 @@ def main(argv=None):
     value_range = data.info.get("value_range", (0.0, 1.0))
     model = kzoo.create_model(
         "ddpm", image_size=args.image_size, channels=data.input_shape[-1], filters=args.filters,
-        num_timesteps=args.timesteps, schedule=args.noise_schedule, value_range=value_range,
+        channel_multipliers=tuple(args.channel_multipliers),
+        attention_resolutions=tuple(args.attention_resolutions), num_timesteps=args.timesteps,
+        schedule=args.noise_schedule, value_range=value_range,
     )
     run.compile(model, loss=None, metrics=None)
 
