@@ -94,3 +94,23 @@ def test_rejects_bad_arguments(kwargs, message):
 def test_generate_rejects_an_unknown_sampler():
     with pytest.raises(ValueError, match="sampler='euler'"):
         tiny_ddpm().generate(2, sampler="euler")
+
+
+@pytest.mark.slow
+def test_recipe_smoke(tmp_path):
+    import importlib.util
+    import json
+    import pathlib
+
+    path = pathlib.Path(__file__).resolve().parents[1] / "recipes" / "diffusion.py"
+    spec = importlib.util.spec_from_file_location("diffusion_recipe", path)
+    recipe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(recipe)
+    recipe.main(["--smoke", "--verbose", "0", "--output-dir", str(tmp_path), "--filters", "8",
+                 "--timesteps", "20", "--ddpm-samples", "4"])
+    for name in ("model.keras", "metrics.json", "samples_epoch_001.png", "samples_ddpm.png"):
+        assert (tmp_path / name).exists(), name
+    metrics = json.loads((tmp_path / "metrics.json").read_text())["metrics"]
+    assert metrics["test_noise_mse"] > 0
+    for prefix in ("ddim", "ddpm"):
+        assert abs(sum(metrics[f"{prefix}_class_fractions"]) - 1.0) < 1e-3

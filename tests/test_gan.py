@@ -119,3 +119,30 @@ def test_compile_rejects_a_loss():
     gan = kzoo.create_model("gan", image_shape=(4,), latent_dim=2, hidden_units=(4,))
     with pytest.raises(ValueError, match="defines its own loss"):
         gan.compile(loss="mse")
+
+
+def load_recipe(name):
+    import importlib.util
+    import pathlib
+
+    path = pathlib.Path(__file__).resolve().parents[1] / "recipes" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"{name}_recipe", path)
+    recipe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(recipe)
+    return recipe
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("recipe", ["gan", "dcgan"])
+def test_recipe_smoke(recipe, tmp_path):
+    import json
+
+    load_recipe(recipe).main(["--smoke", "--verbose", "0", "--output-dir", str(tmp_path)])
+    for name in ("model.keras", "history.csv", "metrics.json", "samples_epoch_001.png"):
+        assert (tmp_path / name).exists(), name
+    metrics = json.loads((tmp_path / "metrics.json").read_text())["metrics"]
+    assert len(metrics["samples_class_fractions"]) == 10
+    assert abs(sum(metrics["samples_class_fractions"]) - 1.0) < 1e-3
+    assert 0.0 <= metrics["samples_label_entropy"] <= 1.0
+    restored = keras.saving.load_model(tmp_path / "model.keras", safe_mode=True)
+    assert restored.generate(2, seed=0).shape == (2, 16, 16, 1)

@@ -94,3 +94,21 @@ def test_compile_rejects_a_loss():
     model = kzoo.create_model("vae", image_shape=(4,), latent_dim=2, hidden_units=(4,))
     with pytest.raises(ValueError, match="defines its"):
         model.compile(loss="mse")
+
+
+@pytest.mark.slow
+def test_recipe_smoke(tmp_path):
+    import importlib.util
+    import json
+    import pathlib
+
+    path = pathlib.Path(__file__).resolve().parents[1] / "recipes" / "vae.py"
+    spec = importlib.util.spec_from_file_location("vae_recipe", path)
+    recipe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(recipe)
+    recipe.main(["--smoke", "--verbose", "0", "--output-dir", str(tmp_path)])
+    for name in ("model.keras", "history.csv", "metrics.json", "samples_epoch_001.png"):
+        assert (tmp_path / name).exists(), name
+    metrics = json.loads((tmp_path / "metrics.json").read_text())["metrics"]
+    assert metrics["test_elbo"] < 0
+    assert abs(sum(metrics["samples_class_fractions"]) - 1.0) < 1e-3
