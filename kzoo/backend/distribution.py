@@ -83,6 +83,11 @@ class Distribution:
             _torch_prepare(model)
         return model
 
+    def before_fit(self, model, x, y, batch_size):
+        """Work around engine quirks that need a data sample, before `fit`."""
+        if self.kind == "tf_multi_worker" and not hasattr(model, "_kzoo_built_for_workers"):
+            _tf_multi_worker_build(model, self.strategy, x, y, batch_size)
+
     # === Data ===
     def local_slice(self, x, global_batch):
         """This process's part of every global batch of `x` (arrays, lists, dicts).
@@ -141,7 +146,10 @@ def _setup_jax():
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
         keras.distribution.initialize()
     devices = jax.devices()
-    keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices))
+    # kzoo gives each process its slice of the arrays itself (local_slice),
+    # so Keras must not shard again (it only knows how to shard tf.data).
+    keras.distribution.set_distribution(keras.distribution.DataParallel(
+        devices=devices, auto_shard_dataset=jax.process_count() == 1))
     return Distribution(
         "jax_data_parallel", num_processes=jax.process_count(), process_id=jax.process_index(),
         num_replicas=len(devices), local_devices=jax.local_device_count(),
@@ -172,6 +180,7 @@ def _setup_tensorflow():
         workers = len(config.get("cluster", {}).get("worker", []))
         task = config.get("task", {})
         strategy = tf.distribute.MultiWorkerMirroredStrategy()
+        _patch_multi_worker_log_reduction(tf)
         dist = Distribution(
             "tf_multi_worker", num_processes=workers, process_id=int(task.get("index", 0)),
             num_replicas=strategy.num_replicas_in_sync,
@@ -188,6 +197,58 @@ def _setup_tensorflow():
         )
     dist.enter_scope()
     return dist
+
+
+def _patch_multi_worker_log_reduction(tf):
+    # Keras 3.15's TF trainer averages every per-replica log across workers
+    # with strategy.reduce("MEAN", v, axis=0), which fails on the scalar
+    # loss and metrics; scalars are averaged with axis=None instead.
+    from keras.src.backend.tensorflow import trainer as tf_trainer
+
+    original = tf_trainer.reduce_per_replica
+    if getattr(original, "_kzoo", False):
+        return
+
+    def reduce_per_replica(values, strategy, reduction):
+        if reduction not in ("auto", "mean") or not isinstance(
+            strategy, tf.distribute.MultiWorkerMirroredStrategy
+        ):
+            return original(values, strategy, reduction)
+
+        def reduce(v):
+            local = strategy.experimental_local_results(v)[0]
+            return strategy.reduce("MEAN", v, axis=0 if local.shape.rank else None)
+
+        return tf.nest.map_structure(reduce, values)
+
+    reduce_per_replica._kzoo = True
+    tf_trainer.reduce_per_replica = reduce_per_replica
+
+
+def _tf_multi_worker_build(model, strategy, x, y, batch_size):
+    # Keras' TF trainer builds the model from a first batch, which it averages
+    # across replicas with strategy.reduce; eagerly, under
+    # MultiWorkerMirroredStrategy, that reduce rejects the per-replica batch.
+    # Building from a host sample of the same shapes avoids the reduce.
+    per_replica = max(1, batch_size // strategy.num_replicas_in_sync)
+
+    def head(a):
+        if a is None:
+            return None
+        if isinstance(a, dict):
+            return {k: head(v) for k, v in a.items()}
+        if isinstance(a, (list, tuple)):
+            return type(a)(head(v) for v in a)
+        return np.asarray(a[:per_replica])
+
+    sample = (head(x), head(y))
+
+    def build(iterator=None, data_batch=None):
+        with strategy.scope():
+            model._symbolic_build(data_batch=sample)
+
+    model._maybe_symbolic_build = build
+    model._kzoo_built_for_workers = True
 
 
 # === PyTorch ===

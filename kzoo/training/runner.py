@@ -365,6 +365,7 @@ class Run:
         extra = self.debug_callbacks(model, x, y)
         kwargs.setdefault("batch_size", None if _is_dataset(x) else self.args.batch_size)
         x, y, kwargs = self._distribute_inputs(x, y, kwargs)
+        self._prepare_fit(model, x, y, kwargs)
         history = model.fit(
             x,
             y,
@@ -404,6 +405,10 @@ class Run:
             x, y = dist.local_slice(x, batch), dist.local_slice(y, batch)
             kwargs = {**kwargs, "batch_size": batch // dist.num_processes}
         return x, y, kwargs
+
+    def _prepare_fit(self, model, x, y, kwargs):
+        if self.distribution is not None and not _is_dataset(x):
+            self.distribution.before_fit(model, x, y, kwargs.get("batch_size") or 32)
 
     # === Learning-rate range test ===
     def find_lr(self, model, x, y=None, verbose=2):
