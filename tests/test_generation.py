@@ -83,17 +83,32 @@ def test_beam_of_one_is_greedy(seq2seq):
 
 
 @pytest.mark.parametrize("is_lm", [False, True])
-def test_beam_search_finds_likelier_sequences_than_greedy(seq2seq, lm, is_lm):
+def test_wide_beam_search_is_exhaustive_search(seq2seq, lm, is_lm):
+    # With as many beams as tokens, two steps of beam search keep every
+    # one-token prefix, so they must find the likeliest two-token continuation
+    # (beam search is not guaranteed to beat greedy in general, only this).
     model = lm if is_lm else seq2seq
     inputs = np.array([[3, 4], [5, 6], [7, 9]], "int32") if is_lm else SOURCE
-    start = 2 if is_lm else 1
+    prefix = inputs if is_lm else np.full((3, 1), START, "int32")
     kwargs = {} if is_lm else {"start_id": START}
-    greedy = generate(model, inputs, max_length=7, **kwargs)
-    beam = generate(model, inputs, max_length=7, method="beam", num_beams=5,
-                    length_penalty=0.0, **kwargs)
-    greedy_lp = sequence_log_prob(model, greedy, start, is_lm)
-    beam_lp = sequence_log_prob(model, beam, start, is_lm)
-    assert np.all(beam_lp >= greedy_lp - 1e-4), (beam_lp, greedy_lp)
+    vocab = 15
+    beam = generate(model, inputs, max_length=prefix.shape[1] + 2, method="beam",
+                    num_beams=vocab, length_penalty=0.0, **kwargs)
+    pairs = np.stack(np.meshgrid(np.arange(vocab), np.arange(vocab), indexing="ij"), -1)
+    pairs = pairs.reshape(-1, 2)
+    for row in range(3):
+        candidates = np.concatenate(
+            [np.repeat(prefix[row:row + 1], len(pairs), 0), pairs], 1
+        ).astype("int32")
+        if is_lm:
+            log_probs = sequence_log_prob(model, candidates, prefix.shape[1], True)
+        else:
+            logits = predict(model, {"source_ids": np.repeat(SOURCE[row:row + 1], len(pairs), 0),
+                                     "target_ids": candidates[:, :-1]})
+            logits = logits - logits.max(-1, keepdims=True)
+            lp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+            log_probs = np.take_along_axis(lp, candidates[:, 1:, None], -1)[..., 0].sum(-1)
+        np.testing.assert_array_equal(beam[row], candidates[log_probs.argmax()])
 
 
 def test_end_token_stops_and_pads(seq2seq):
