@@ -48,7 +48,7 @@ def image_grid(images, ncols=None, pad=1, value_range=(0.0, 1.0)):
     return grid[..., 0] if c == 1 else grid
 
 
-def save_image_grid(images, path, ncols=None, value_range=(0.0, 1.0), zoom=2):
+def save_image_grid(images, path, ncols=None, value_range=(0.0, 1.0), zoom=None):
     """Write `images` as one PNG grid (each pixel drawn `zoom` x `zoom`).
 
     Args:
@@ -56,8 +56,8 @@ def save_image_grid(images, path, ncols=None, value_range=(0.0, 1.0), zoom=2):
         path: str or Path. The PNG file.
         ncols: int or None. Images per row; None makes the grid square.
         value_range: tuple. `(low, high)` of the pixel values.
-        zoom: int. Pixel repetition so small images stay visible. Defaults
-            to 2.
+        zoom: int or None. Pixel repetition so small images stay visible;
+            None picks about 32 pixels per image (at least 2).
 
     Example:
 
@@ -73,6 +73,7 @@ def save_image_grid(images, path, ncols=None, value_range=(0.0, 1.0), zoom=2):
     import matplotlib.pyplot as plt
 
     grid = image_grid(images, ncols=ncols, value_range=value_range)
+    zoom = zoom or max(2, 32 // np.shape(images)[1])
     grid = np.repeat(np.repeat(grid, zoom, axis=0), zoom, axis=1)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     if grid.ndim == 2:
