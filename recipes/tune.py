@@ -23,6 +23,8 @@ and KERASTUNER_TUNER_ID (`chief`, `tuner0`, `tuner1`, ...) and run the same
 command with a shared `--output-dir` on every machine (docs/results/tune.md).
 """
 
+import os
+
 import keras
 
 from kzoo.training import runner
@@ -115,7 +117,7 @@ def main(argv=None):
             f"({tuning._last_line(str(err))}); fix or narrow the search space with --space."
         ) from None
     if role == "worker":
-        print(f"[tune worker {tuning.os.environ['KERASTUNER_TUNER_ID']}] no trials left.")
+        print(f"[tune worker {os.environ['KERASTUNER_TUNER_ID']}] no trials left.")
         return {"role": role}
 
     title = f"{args.model}, {args.tuner} search on {data.name} ({run.backend})"

@@ -110,13 +110,13 @@ class Param:
         return _format_value(self.value)
 
 
-def Range(low, high, *, log=False, step=None):  # noqa: N802 (reads like a type)
+def Range(low, high, *, log=False, step=None):
     """An int range when both bounds are ints, else a float range."""
     ints = all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in (low, high))
     return Param("int" if ints else "float", low=low, high=high, log=log, step=step)
 
 
-def Choice(*values):  # noqa: N802
+def Choice(*values):
     """A choice among `values`."""
     return Param("choice", values=tuple(values))
 
