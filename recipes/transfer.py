@@ -40,9 +40,15 @@ def main(argv=None):
     parser.add_argument("--width", type=int, default=8, help="first-stage channels")
     parser.add_argument("--image-size", type=int, default=24)
     parser.add_argument("--finetune-epochs", type=int, default=4, help="epochs of each phase")
-    parser.add_argument("--finetune-lr", type=float, default=2e-3)
-    parser.add_argument("--unfreeze-stages", type=int, default=1)
+    parser.add_argument("--finetune-lr", type=float, default=1e-2)
+    parser.add_argument("--unfreeze-stages", type=int, default=2)
     parser.add_argument("--backbone-lr-mult", type=float, default=0.1)
+    parser.add_argument(
+        "--freeze-batch-norm",
+        action="store_true",
+        help="keep the unfrozen stages' batch norms frozen (by default they adapt their "
+        "statistics to the target data, which differs from the source)",
+    )
     args = parser.parse_args(argv)
     if args.schedule == "plateau":
         raise runner.RunError(
@@ -98,7 +104,9 @@ def main(argv=None):
     metrics["frozen_backbone_test_accuracy"] = evaluate(model, target)
 
     # === 3. Unfreeze the last stages, slower than the head ===
-    trainable = transfer.unfreeze_last_stages(model, args.unfreeze_stages)
+    trainable = transfer.unfreeze_last_stages(
+        model, args.unfreeze_stages, train_batch_norm=not args.freeze_batch_norm
+    )
     stages = transfer.stages(model)[len(transfer.stages(model)) - args.unfreeze_stages :]
     optimizer = transfer.layerwise_learning_rates(
         run.make_optimizer(lr=lr), model, {f"{s}_*": args.backbone_lr_mult for s in stages}
