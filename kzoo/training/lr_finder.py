@@ -76,7 +76,13 @@ class LRFinder(keras.callbacks.Callback):
         self.stopped_by = None
 
     def _set_lr(self, lr):
-        rate = self.model.optimizer.learning_rate
+        optimizer = getattr(self.model, "optimizer", None)
+        if optimizer is None:
+            raise ValueError(
+                f"Received a model ({self.model.name}) with no single optimizer; LRFinder "
+                "sweeps model.optimizer, so compile the model with one optimizer."
+            )
+        rate = optimizer.learning_rate
         if not hasattr(rate, "assign"):
             raise ValueError(
                 f"Received an optimizer whose learning rate is {type(rate).__name__}; "
