@@ -34,7 +34,8 @@ def load_torch_attention(layer, mha):
     heads, dim = layer.num_heads, d // layer.num_heads
     weights = []
     for i in range(3):  # query, key, value rows of in_proj
-        weights += [w[i * d:(i + 1) * d].T.reshape(d, heads, dim), b[i * d:(i + 1) * d].reshape(heads, dim)]
+        rows = slice(i * d, (i + 1) * d)
+        weights += [w[rows].T.reshape(d, heads, dim), b[rows].reshape(heads, dim)]
     weights += [
         mha.out_proj.weight.detach().numpy().T.reshape(heads, dim, d),
         mha.out_proj.bias.detach().numpy(),

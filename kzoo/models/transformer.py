@@ -203,7 +203,9 @@ class Transformer(ZooModel):
             )
 
         shared = share_embeddings == "all"
-        target_embedding = embedding(target_vocab, "token_embedding" if shared else "target_embedding")
+        target_embedding = embedding(
+            target_vocab, "token_embedding" if shared else "target_embedding"
+        )
         source_embedding = target_embedding if shared else embedding(vocab_size, "source_embedding")
         source_padding = PaddingMask(pad_id, name="source_padding_mask")
         target_padding = PaddingMask(pad_id, name="target_padding_mask")
@@ -299,7 +301,9 @@ class Transformer(ZooModel):
         batch = int(ops.shape(memory)[0])
         state = {
             "encoder_padding_mask": mask,
-            "cross": [b.cross_attention.compute_key_value_cache(memory) for b in self.decoder_blocks],
+            "cross": [
+                b.cross_attention.compute_key_value_cache(memory) for b in self.decoder_blocks
+            ],
             "self": _empty_caches(self.decoder_blocks, batch, max_length),
         }
         return state, np.full((batch, 1), start_id, dtype="int32")
