@@ -77,7 +77,7 @@ class TimeResidualBlock(keras.layers.Layer):
 
     >>> import numpy as np
     >>> block = TimeResidualBlock(8)
-    >>> block([np.zeros((2, 4, 4, 3)), np.zeros((2, 16))]).shape
+    >>> tuple(block([np.zeros((2, 4, 4, 3)), np.zeros((2, 16))]).shape)
     (2, 4, 4, 8)
     """
 
@@ -142,7 +142,7 @@ class SpatialSelfAttention(keras.layers.Layer):
     Example:
 
     >>> import numpy as np
-    >>> SpatialSelfAttention()(np.ones((2, 4, 4, 8))).shape
+    >>> tuple(SpatialSelfAttention()(np.ones((2, 4, 4, 8))).shape)
     (2, 4, 4, 8)
     """
 
@@ -203,7 +203,7 @@ def build_unet(
 
     >>> import numpy as np
     >>> unet = build_unet(8, 1, 8, (1, 2), (4,), 0.0, "unet")
-    >>> unet([np.zeros((2, 8, 8, 1)), np.array([3, 7])]).shape
+    >>> tuple(unet([np.zeros((2, 8, 8, 1)), np.array([3, 7])]).shape)
     (2, 8, 8, 1)
     """
     time_dim = 4 * filters

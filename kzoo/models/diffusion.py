@@ -117,7 +117,7 @@ class DDPM(keras.Model):
     >>> x = np.random.default_rng(0).uniform(size=(16, 8, 8, 1))
     >>> history = model.fit(x, batch_size=8, epochs=1, verbose=0)
     >>> out = model(x[:2])
-    >>> out["noise"].shape, out["predicted_noise"].shape
+    >>> tuple(out["noise"].shape), tuple(out["predicted_noise"].shape)
     ((2, 8, 8, 1), (2, 8, 8, 1))
     >>> model.generate(3, seed=0, sampler="ddim", steps=5).shape
     (3, 8, 8, 1)

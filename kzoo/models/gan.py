@@ -442,7 +442,7 @@ class DCGAN(AdversarialModel):
     >>> _ = gan.fit(x, batch_size=16, epochs=1, verbose=0)
     >>> gan.generate(3, seed=0).shape
     (3, 8, 8, 1)
-    >>> gan(x[:2]).shape  # the discriminator's logits
+    >>> tuple(gan(x[:2]).shape)  # the discriminator's logits
     (2, 1)
     """
 

@@ -41,7 +41,7 @@ class GaussianSampling(keras.layers.Layer):
     >>> mean, log_var = np.ones((2, 3)), np.zeros((2, 3))
     >>> np.asarray(layer([mean, log_var])).tolist()
     [[1.0, 1.0, 1.0], [1.0, 1.0, 1.0]]
-    >>> layer([mean, log_var], training=True).shape
+    >>> tuple(layer([mean, log_var], training=True).shape)
     (2, 3)
     """
 
@@ -261,7 +261,7 @@ class VAE(VariationalAutoencoder):
     >>> history = vae.fit(x, batch_size=16, epochs=1, verbose=0)
     >>> sorted(history.history)
     ['kl_loss', 'loss', 'reconstruction_loss']
-    >>> vae(x[:2])["reconstruction"].shape
+    >>> tuple(vae(x[:2])["reconstruction"].shape)
     (2, 8, 8, 1)
     >>> z_mean, z_log_var = vae.encode(x[:3])
     >>> z_mean.shape, vae.decode(z_mean).shape, vae.generate(5, seed=0).shape
