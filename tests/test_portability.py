@@ -61,8 +61,10 @@ def _skipped():
 @pytest.mark.parametrize("name", MODELS)
 def test_golden_file_gives_the_golden_outputs_on_this_backend(name):
     if not (GOLDEN / f"{name}.npz").exists():
-        reason = _skipped().get(name, "no golden file yet (a new model?)")
-        pytest.skip(f"{name}: {reason}; regenerate with `{REGENERATE}`")
+        reason = _skipped().get(name)
+        if reason is None:
+            reason = f"no golden file yet (a new model?); regenerate with `{REGENERATE}`"
+        pytest.skip(f"{name}: {reason}")
     if name in BACKEND_RANDOM and _golden_backend(name) != keras.config.backend():
         pytest.skip(f"{name}: {BACKEND_RANDOM[name]}; its golden outputs come from "
                     f"{_golden_backend(name)}'s random stream")
