@@ -147,6 +147,12 @@ def export_model(model, output, format="onnx", verbose=False):
         model.save(output)
         return output
     # Keras exports only models that have been called once.
+    if not getattr(model, "inputs", None):
+        raise ExportError(
+            f"Received {model.name!r}, a model without functional inputs (a two-player or "
+            "custom-step model); expected a functional model, so export the part you deploy, "
+            "such as its generator or decoder."
+        )
     model(sample_inputs(model), training=False)
     model.export(str(output), format=format, verbose=verbose)
     return output

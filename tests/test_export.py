@@ -36,14 +36,24 @@ def test_exported_model_matches_keras_with_a_new_batch_size(name, format, tmp_pa
     _exportable_here(format)
     keras.utils.set_random_seed(0)
     model = tiny_model(name)
-    path = export.export_model(model, tmp_path / ("model.onnx" if format == "onnx" else "sm"),
-                               format=format)  # traced at batch 1
+    inputs = {batch: tiny_inputs(name, model, batch=batch, seed=batch) for batch in (1, 3)}
+    expected = {batch: first_output(predict(model, x)) for batch, x in inputs.items()}
+    try:
+        path = export.export_model(model, tmp_path / ("model.onnx" if format == "onnx" else "sm"),
+                                   format=format)  # traced at batch 1
+    except export.ExportError as err:
+        if "without functional inputs" not in str(err):
+            raise
+        pytest.skip(str(err))
     for batch in (1, 3):  # 3: the batch axis really is dynamic
-        x = tiny_inputs(name, model, batch=batch, seed=batch)
-        expected = first_output(predict(model, x))
-        got = _run(format, path, x)[0]
-        assert got.shape == expected.shape
-        np.testing.assert_allclose(got, expected, atol=1e-4, rtol=1e-4)
+        try:
+            got = _run(format, path, inputs[batch])[0]
+        except Exception as err:
+            if "No Op registered" in str(err) and keras.config.backend() == "tensorflow":
+                pytest.xfail(f"tf2onnx wrote an op onnxruntime lacks: {str(err)[-160:]}")
+            raise
+        assert got.shape == expected[batch].shape
+        np.testing.assert_allclose(got, expected[batch], atol=1e-4, rtol=1e-4)
     keras.backend.clear_session()
 
 
