@@ -339,3 +339,16 @@ def test_classics_recipe_smoke_googlenet_aux_heads(tmp_path):
     recipe.main(["--smoke", "--verbose", "0", "--output-dir", str(tmp_path),
                  "--model", "googlenet", "--aux-heads", "--width", "0.0625"])
     assert 0.0 <= _run_folder_ok(tmp_path)["test_accuracy"] <= 1.0
+
+
+@pytest.mark.parametrize("in_size, out_size", [(1, 6), (7, 3), (5, 7), (13, 6)])
+def test_adaptive_average_pooling_matches_torch(in_size, out_size):
+    torch = pytest.importorskip("torch")
+    from kzoo.layers.inception import AdaptiveAveragePooling
+
+    x = np.random.default_rng(0).standard_normal((2, in_size, in_size + 1, 3)).astype("float32")
+    expected = torch.nn.functional.adaptive_avg_pool2d(
+        torch.from_numpy(x).permute(0, 3, 1, 2), out_size
+    ).permute(0, 2, 3, 1).numpy()
+    got = keras.ops.convert_to_numpy(AdaptiveAveragePooling((out_size, out_size))(x))
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)

@@ -1,12 +1,15 @@
-"""Blocks of the 2012-2014 ImageNet networks: the Inception module and LRN.
+"""Blocks of the 2012-2014 ImageNet networks: Inception module, LRN, adaptive pooling.
 
 `inception_module` is GoogLeNet's four-branch block (Szegedy et al., 2014);
 `LocalResponseNormalization` is the cross-channel normalisation that AlexNet
 and GoogLeNet apply after their first convolutions (batch norm replaced it
-later, but the original designs use it and it has no weights).
+later, but the original designs use it and it has no weights);
+`AdaptiveAveragePooling` is torchvision's adaptive pooling before the dense
+layers of AlexNet and VGG, which lets them take other input sizes.
 """
 
 import keras
+import numpy as np
 from keras import ops
 
 from kzoo import validation
@@ -75,6 +78,70 @@ class LocalResponseNormalization(keras.layers.Layer):
             "beta": self.beta,
             "k": self.k,
         }
+
+
+def _adaptive_weights(in_size, out_size):
+    """`(out, in)` matrix averaging torch's adaptive-pooling window of each output."""
+    weights = np.zeros((out_size, in_size), "float32")
+    for i in range(out_size):
+        start = (i * in_size) // out_size
+        end = -((-(i + 1) * in_size) // out_size)  # ceil
+        weights[i, start:end] = 1.0 / (end - start)
+    return weights
+
+
+@keras.saving.register_keras_serializable(package="kzoo")
+class AdaptiveAveragePooling(keras.layers.Layer):
+    """Average-pool `(batch, h, w, c)` to `(batch, *output_size, c)`, as torch does.
+
+    Output cell `i` averages input rows `floor(i * h / out)` to
+    `ceil((i + 1) * h / out)`, exactly `torch.nn.AdaptiveAvgPool2d`, also when
+    the output is larger than the input (cells then repeat). Written as two
+    small averaging matrices, so it runs the same on every backend (Keras'
+    own layer cannot enlarge under TensorFlow). Needs static height and width.
+
+    Args:
+        output_size: tuple of 2 int. Output height and width.
+        **kwargs: base `keras.layers.Layer` arguments.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from kzoo.layers.inception import AdaptiveAveragePooling
+    >>> x = np.arange(4, dtype="float32").reshape(1, 2, 2, 1)
+    >>> np.asarray(AdaptiveAveragePooling((1, 1))(x)).ravel().tolist()
+    [1.5]
+    """
+
+    def __init__(self, output_size, **kwargs):
+        super().__init__(**kwargs)
+        self.output_size = validation.int_sequence("output_size", output_size)
+        if len(self.output_size) != 2:
+            raise ValueError(
+                f"Received output_size={output_size!r}; expected (height, width), "
+                "such as output_size=(6, 6)."
+            )
+
+    def build(self, input_shape):
+        height, width = input_shape[1:3]
+        if height is None or width is None:
+            raise ValueError(
+                f"Received inputs of shape {input_shape}; AdaptiveAveragePooling needs a "
+                "known height and width, so give the model a fixed input_shape."
+            )
+        self.row_weights = _adaptive_weights(height, self.output_size[0])
+        self.column_weights = _adaptive_weights(width, self.output_size[1])
+
+    def call(self, inputs):
+        rows = ops.cast(self.row_weights, inputs.dtype)
+        columns = ops.cast(self.column_weights, inputs.dtype)
+        return ops.einsum("ih,bhwc,jw->bijc", rows, inputs, columns)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], *self.output_size, input_shape[-1])
+
+    def get_config(self):
+        return {**super().get_config(), "output_size": self.output_size}
 
 
 def inception_module(

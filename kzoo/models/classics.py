@@ -13,7 +13,11 @@ import keras
 from kzoo import validation
 from kzoo.layers.conv import conv_bn_act, global_pool, pool, zero_pad
 from kzoo.layers.efficientnet import mbconv_block, round_filters, round_repeats
-from kzoo.layers.inception import LocalResponseNormalization, inception_module
+from kzoo.layers.inception import (
+    AdaptiveAveragePooling,
+    LocalResponseNormalization,
+    inception_module,
+)
 from kzoo.models.base import ZooModel
 from kzoo.models.mlp import head
 from kzoo.registry import register_variant
@@ -195,7 +199,7 @@ class AlexNet(ZooModel):
         x = conv_relu(x, 4, 3)
         x = conv_relu(x, 5, 3)
         x = pool(x, "max", 3, 2, name="pool5")  # (B, 6, 6, f5)
-        x = keras.layers.AdaptiveAveragePooling2D((6, 6), name="adaptive_pool")(x)
+        x = AdaptiveAveragePooling((6, 6), name="adaptive_pool")(x)
         x = keras.layers.Flatten(name="flatten")(x)  # (B, 36 * f5)
         for i in (6, 7):
             x = keras.layers.Dropout(dropout, name=f"dropout{i}")(x)
@@ -277,7 +281,7 @@ class VGG(ZooModel):
             for j in range(1, convs + 1):
                 x = conv_bn_act(x, width, 3, use_batch_norm=batch_norm, name=f"block{i}_conv{j}")
             x = pool(x, "max", 2, name=f"block{i}_pool")  # halves height and width
-        x = keras.layers.AdaptiveAveragePooling2D((7, 7), name="adaptive_pool")(x)
+        x = AdaptiveAveragePooling((7, 7), name="adaptive_pool")(x)
         x = keras.layers.Flatten(name="flatten")(x)  # (B, 49 * filters[-1])
         for i in (1, 2):
             x = keras.layers.Dense(dense_units, activation="relu", name=f"fc{i}")(x)
@@ -383,7 +387,7 @@ class GoogLeNet(ZooModel):
             return x if batch_norm else LocalResponseNormalization(name=name)(x)
 
         def aux_head(x, name):
-            x = keras.layers.AdaptiveAveragePooling2D((4, 4), name=f"{name}_pool")(x)
+            x = AdaptiveAveragePooling((4, 4), name=f"{name}_pool")(x)
             x = unit(x, 128, 1, name=f"{name}_conv")
             x = keras.layers.Flatten(name=f"{name}_flatten")(x)  # (B, 16 * 128)
             x = keras.layers.Dense(scaled(1024), activation="relu", name=f"{name}_fc")(x)
