@@ -209,7 +209,7 @@ def check_kwargs(entry, kwargs):
             )
 
 
-def create_model(name, **kwargs):
+def create_model(name, /, **kwargs):
     """Build the registered model `name` with keyword overrides.
 
     Returns a built, uncompiled `keras.Model`; classifiers output logits.
@@ -234,7 +234,7 @@ def create_model(name, **kwargs):
     return entry.builder(**{**entry.fixed, **kwargs})
 
 
-def model_info(name, **kwargs):
+def model_info(name, /, **kwargs):
     """Describe a registered model: family, task, parameters and config.
 
     Builds the model (with `kwargs` applied) to count its parameters.

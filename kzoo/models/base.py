@@ -13,6 +13,10 @@ import keras
 class ZooModel(keras.Model):
     """Base class: functional model whose config is its constructor arguments.
 
+    For functional models only (Keras turns a built functional subclass's
+    bases into `Functional`); subclassed models such as the GANs derive from
+    `keras.Model` directly.
+
     Subclasses build their graph, call `super().__init__(inputs, outputs, ...)`
     and then `self._set_config(...)` with every constructor argument.
     """
