@@ -176,8 +176,15 @@ def run_onnx(path, inputs):
     import onnxruntime
 
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(None, _onnx_feed(session, inputs))
+
+
+def _onnx_feed(session, inputs):
     names = [i.name for i in session.get_inputs()]
-    return session.run(None, dict(zip(names, _as_list(inputs))))
+    if isinstance(inputs, dict) and set(names) <= set(inputs):
+        return {n: inputs[n] for n in names}
+    values = list(inputs.values()) if isinstance(inputs, dict) else _as_list(inputs)
+    return dict(zip(names, values))
 
 
 def run_saved_model(path, inputs):
@@ -185,7 +192,8 @@ def run_saved_model(path, inputs):
     import tensorflow as tf
 
     artifact = tf.saved_model.load(str(path))
-    outputs = artifact.serve(*_as_list(inputs))
+    # Keras' serve endpoint takes the model's input structure as one argument.
+    outputs = artifact.serve(list(inputs) if isinstance(inputs, tuple) else inputs)
     return [np.asarray(o) for o in tf.nest.flatten(outputs)]
 
 
