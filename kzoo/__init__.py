@@ -5,6 +5,7 @@
 True
 """
 
+from kzoo import registry
 from kzoo.registry import (
     create_model,
     list_models,
@@ -14,6 +15,11 @@ from kzoo.registry import (
 )
 
 __version__ = "0.1.0"
+
+# Register every model family (and so every kzoo layer and model class) now,
+# so that `keras.saving.load_model` finds kzoo's classes right after
+# `import kzoo`, with safe_mode=True and no custom_objects.
+registry._load_families()
 
 __all__ = [
     "create_model",

@@ -172,6 +172,7 @@ def test_bert_matches_a_torch_reference(head):
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_bert_recipe_smoke(tmp_path):
     import importlib.util
     import json

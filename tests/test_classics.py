@@ -313,6 +313,7 @@ def _run_folder_ok(folder):
     return record["metrics"]
 
 
+@pytest.mark.slow
 def test_classics_recipe_smoke(tmp_path):
     import importlib.util
     import pathlib

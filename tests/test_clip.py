@@ -93,6 +93,7 @@ def test_class_prompts_name_each_digit():
     assert tokenize(["a zebra"], 4)[0].tolist() == [1, VOCAB.index("a"), 4, 0]  # 4 is [UNK]
 
 
+@pytest.mark.slow
 def test_clip_recipe_smoke(tmp_path):
     import importlib.util
     import json

@@ -243,6 +243,7 @@ def test_atomic_write_keeps_the_old_file_when_the_writer_fails(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["state.json"]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not IS_POSIX, reason="SIGKILL is POSIX")
 def test_sigkill_during_an_atomic_write_leaves_the_old_file_whole(tmp_path):
     target, marker = tmp_path / "epoch.weights.h5", tmp_path / "writing"

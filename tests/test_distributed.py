@@ -20,6 +20,9 @@ import keras
 import numpy as np
 import pytest
 
+# Minutes of subprocesses and compiles: run by `tox -e slow`, not the per-backend matrix.
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[1]
 BACKEND = keras.config.backend()
 TIMEOUT = 240

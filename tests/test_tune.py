@@ -163,7 +163,11 @@ def _outputs_are_complete(out, trials):
     return metrics
 
 
-@pytest.mark.parametrize("kind, trials", [("random", 3), ("bayesian", 3), ("hyperband", 5)])
+@pytest.mark.parametrize("kind, trials", [
+    ("random", 3),
+    pytest.param("bayesian", 3, marks=pytest.mark.slow),
+    pytest.param("hyperband", 5, marks=pytest.mark.slow),
+])
 def test_smoke_search(tmp_path, kind, trials):
     metrics = tune_main(QUIET + ["--tuner", kind, "--output-dir", str(tmp_path)])
     found = _outputs_are_complete(tmp_path, trials)
@@ -173,6 +177,7 @@ def test_smoke_search(tmp_path, kind, trials):
         assert any("tuner/trial_id" in r["values"] for r in rows)
 
 
+@pytest.mark.slow
 def test_failing_trial_is_counted_and_search_goes_on(tmp_path, capsys):
     metrics = tune_main(QUIET + ["--max-trials", "3", "--seed", "1", "--output-dir", str(tmp_path)]
                                + ONE_BAD_VALUE)
@@ -185,6 +190,7 @@ def test_failing_trial_is_counted_and_search_goes_on(tmp_path, capsys):
     assert "| - |" in (tmp_path / "trials.md").read_text()  # listed, unranked
 
 
+@pytest.mark.slow
 def test_rerun_continues_an_interrupted_search(tmp_path, monkeypatch):
     argv = QUIET + ["--max-trials", "3", "--output-dir", str(tmp_path)]
     calls = []
@@ -212,6 +218,7 @@ def test_rerun_continues_an_interrupted_search(tmp_path, monkeypatch):
     assert interrupted["hyperparameters"]["values"] == calls[0]
 
 
+@pytest.mark.slow
 def test_changed_space_refuses_to_continue(tmp_path):
     tune_main(QUIET + ["--max-trials", "1", "--output-dir", str(tmp_path)])
     with pytest.raises(SystemExit):

@@ -58,6 +58,7 @@ def test_bad_arguments_raise_one_sentence(kwargs, match):
         kzoo.create_model("vit_tiny", **{"num_layers": 1, **kwargs})
 
 
+@pytest.mark.slow
 def test_vit_recipe_smoke(tmp_path):
     main = runpy.run_path(str(RECIPES / "vit.py"))["main"]
     metrics = main(["--smoke", "--output-dir", str(tmp_path), "--layers", "1",

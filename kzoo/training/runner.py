@@ -490,7 +490,11 @@ class Run:
             "dataset": self.args.dataset if self.dataset is None else self.dataset.name,
             "dataset_source": None if self.dataset is None else self.dataset.source,
             "metrics": {k: _jsonable(v) for k, v in dict(metrics).items()},
-            "epochs_run": None if self.history is None else len(self.history.epoch),
+            # Epoch indices continue across --resume, so the last one counts all.
+            "epochs_run": (
+                None if self.history is None or not self.history.epoch
+                else self.history.epoch[-1] + 1
+            ),
             "wall_time_s": round(time.time() - self.start, 2),
             "backend": self.backend,
             "versions": versions(),
