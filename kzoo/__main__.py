@@ -23,10 +23,17 @@ def _list(args):
     for name in names:
         entry = get_entry(name)
         params = kzoo.model_info(name)["params"] if not args.no_params else None
-        rows.append((name, entry.family, entry.task, params, entry.summary))
+        rows.append((name, entry.family, entry.task, params, entry.summary, entry.recipe))
         import keras
 
         keras.backend.clear_session()
+    if args.markdown:
+        print("| model | family | task | parameters (defaults) | recipe | description |")
+        print("| --- | --- | --- | ---: | --- | --- |")
+        for name, family, task, params, summary, recipe in rows:
+            recipe = f"`{recipe}`" if recipe else "-"
+            print(f"| `{name}` | {family} | {task} | {_cell(params)} | {recipe} | {summary} |")
+        return 0
     header = ("model", "family", "task", "parameters", "description")
     widths = [max(len(header[i]), *(len(_cell(r[i])) for r in rows)) for i in range(4)]
     line = "  ".join(h.ljust(w) for h, w in zip(header, widths)) + "  " + header[4]
@@ -108,6 +115,8 @@ def main(argv=None):
     p.add_argument("pattern", nargs="?", default="*", help="shell-style wildcard")
     p.add_argument("--no-params", action="store_true",
                    help="skip building each model to count its parameters")
+    p.add_argument("--markdown", action="store_true",
+                   help="print a Markdown table (the README's model table)")
     p.set_defaults(func=_list)
 
     p = sub.add_parser("export", help="export a trained model (ONNX, TF SavedModel, .keras)")
