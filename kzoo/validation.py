@@ -26,6 +26,17 @@ def non_negative_int(name, value):
     return int(value)
 
 
+def image_size_for_two_stride2_stages(name, value):
+    """Return `value` if it is a positive multiple of 4 (two stride-2 stages)."""
+    value = positive_int(name, value)
+    if value % 4:
+        raise ValueError(
+            f"Received {name}={value!r}; expected a multiple of 4 (two stride-2 "
+            "stages), so resize or pad the images to e.g. 16, 28 or 32."
+        )
+    return value
+
+
 def fraction(name, value, *, inclusive_one=False):
     """Return `value` if it lies in [0, 1) (or [0, 1]), else raise."""
     upper_ok = value <= 1 if inclusive_one else value < 1

@@ -372,12 +372,7 @@ class ConvVAE(VariationalAutoencoder):
         name="conv_vae",
         **kwargs,
     ):
-        image_size = validation.positive_int("image_size", image_size)
-        if image_size % 4:
-            raise ValueError(
-                f"Received image_size={image_size!r}; expected a multiple of 4 (two "
-                "stride-2 stages), so resize or pad the images to e.g. 16, 28 or 32."
-            )
+        image_size = validation.image_size_for_two_stride2_stages("image_size", image_size)
         validation.choice("channels", channels, (1, 3))
         latent_dim = validation.positive_int("latent_dim", latent_dim)
         filters = validation.positive_int("filters", filters)
