@@ -50,15 +50,19 @@ def test_embeddings_are_unit_vectors_and_zero_shot_agrees_with_them():
     np.testing.assert_allclose(logits, scale * image @ text[:3].T, rtol=1e-4, atol=1e-5)
 
 
-def test_training_learns_the_temperature_and_lowers_the_loss():
+def test_training_learns_the_temperature_and_matches_pairs_better_than_chance():
+    keras.utils.set_random_seed(0)
     model = tiny_model("clip_dual_encoder")
-    model.compile(optimizer=keras.optimizers.Adam(1e-2))
+    model.compile(optimizer=keras.optimizers.Adam(2e-3))
     x = clip_inputs(8, np.random.default_rng(0))
-    before = float(keras.ops.convert_to_numpy(model.get_layer("logit_scale").log_scale))
-    history = model.fit(x, epochs=15, batch_size=8, verbose=0)
-    after = float(keras.ops.convert_to_numpy(model.get_layer("logit_scale").log_scale))
-    assert after != pytest.approx(before)
-    assert history.history["loss"][-1] < history.history["loss"][0]
+    before_scale = float(keras.ops.convert_to_numpy(model.get_layer("logit_scale").log_scale))
+    before = model.evaluate(x, batch_size=8, verbose=0)
+    model.fit(x, epochs=80, batch_size=8, verbose=0)
+    after = model.evaluate(x, batch_size=8, verbose=0)
+    after_scale = float(keras.ops.convert_to_numpy(model.get_layer("logit_scale").log_scale))
+    assert after_scale != pytest.approx(before_scale)
+    # ln(8) is the loss of a model that cannot tell the 8 pairs apart (a collapsed one).
+    assert after < min(before, np.log(8)) - 0.3
 
 
 def test_resnet_image_tower():
