@@ -5,10 +5,20 @@ to the machine's cores. For each case, each contender builds its model, takes
 one timed first step (the compile time, reported apart) and a few warm-up
 steps; then the runner alternates the contenders block by block (`--rounds`
 blocks of `--steps` steps each) so that drift of the machine hits all alike.
-Each figure is the median step time with its interquartile spread, and each
+Each block takes `--steps` steps, or fewer for slow steps: as many as fill
+`--block-seconds` judged by the warm-up steps (at least one). Each figure is
+the median step time with its interquartile spread, and each
 kzoo backend is reported as a throughput ratio to native PyTorch eager (and
-to `torch.compile` where it works). Outputs: JSON, a Markdown table and a PNG
-bar chart in `--out-dir`.
+to `torch.compile` where it works). For the Transformer and ViT cases the
+model FLOPs utilisation (MFU) is the analytic model FLOPs of a training step
+(`benchmarks/cases.py`: matrix products only, training = 3 x forward) per
+second, over the float32 matrix-multiply peak this run measures itself.
+Then, for the cases marked `export`, the exported model (ONNX under
+onnxruntime, written by the torch backend; TF SavedModel, written by the
+tensorflow backend) is timed at batch 1 and at the case's batch beside the
+Keras model, with `kzoo.export.benchmark`. The load average of the machine is
+recorded before and after every case. Outputs: JSON, a Markdown table and a
+PNG bar chart in `--out-dir`.
 
     python -m benchmarks                          # all cases, all backends
     python -m benchmarks --cases mlp lstm_classifier --rounds 5 --steps 20
@@ -108,16 +118,43 @@ def run_case(case_name, labels, args):
                 live.append(c)
             else:
                 print(f"  {c.label}: {r.get('error')}", file=sys.stderr)
+        def block_steps(c, what):
+            warm = results[c.label]["setup"]["warm_step_s"][what]
+            return max(1, min(args.steps, round(args.block_seconds / max(warm, 1e-9))))
+
         for _ in range(args.rounds):
             for what in ("train", "infer"):
                 for c in live:  # alternate the contenders block by block
-                    r = c.ask(cmd="time", what=what, steps=args.steps, timeout=args.setup_timeout)
+                    r = c.ask(cmd="time", what=what, steps=block_steps(c, what),
+                              timeout=args.setup_timeout)
                     if r.get("ok"):
                         results[c.label][what] += r["times"]
     finally:
         for c in procs:
             c.close()
     return results
+
+
+EXPORTERS = {"kzoo_torch": ("torch", "onnx"), "kzoo_tensorflow": ("tensorflow", "tf_saved_model")}
+
+
+def run_export(case_name, labels, args):
+    """Exported-model latency of one case, one fresh worker per format."""
+    rows = {}
+    for label in labels:
+        if label not in EXPORTERS:
+            continue
+        backend, fmt = EXPORTERS[label]
+        c = Contender(label, "kzoo", backend, tiny=args.tiny, threads=args.threads)
+        try:
+            r = c.ask(cmd="export", case=case_name, format=fmt, repeats=args.export_repeats,
+                      timeout=args.setup_timeout)
+        finally:
+            c.close()
+        if not r.pop("ok", False):
+            print(f"  export {fmt} ({backend}): {r.get('error')}", file=sys.stderr)
+        rows[f"{fmt} ({backend})"] = r
+    return rows
 
 
 def summarise(case, raw, peak_flops):
@@ -154,6 +191,7 @@ def summarise(case, raw, peak_flops):
                 row[what]["mfu"] = flops / row[what]["median_s"] / peak_flops
     params = {row["params"] for row in rows.values() if "params" in row}
     return {"batch": case.batch, "model": case.model, "kwargs": _jsonable(case.kwargs),
+            "train_gflop": case.train_flops(case.batch) / 1e9 if case.train_flops else None,
             "params_equal": len(params) <= 1, "contenders": rows}
 
 
@@ -161,7 +199,10 @@ def markdown(report):
     lines = [
         f"Machine: {report['machine']['cpu']}, {report['machine']['threads']} threads; "
         f"float32 matmul peak {report['peak_gflops']:.1f} GFLOP/s; "
-        f"{report['rounds']} rounds x {report['steps']} steps per contender.",
+        f"{report['rounds']} rounds x up to {report['steps']} steps (blocks of about "
+        f"{report['block_seconds']} s) per contender; {report['date']}; load average "
+        f"(1 min) {report['load_before']:.2f} at the start, {report['load_after']:.2f} at the "
+        "end; per case in the JSON.",
         "",
         "| case | contender | setting | params | train ex/s | x torch eager | infer ex/s "
         "| x torch eager | first train step (s) | MFU |",
@@ -182,6 +223,29 @@ def markdown(report):
             )
         if not case["params_equal"]:
             lines.append(f"| {name} | | parameter counts differ between contenders | | | | | | | |")
+    exports = {n: c["export"] for n, c in report["cases"].items() if c.get("export")}
+    if exports:
+        lines += [
+            "",
+            "Exported models (`kzoo.export.benchmark`: mean of "
+            f"{report['export_repeats']} calls after one warm-up; Keras = `predict_on_batch` "
+            "on the exporting backend):",
+            "",
+            "| case | format (written by) | Keras batch-1 latency (ms) | exported batch-1 latency "
+            "(ms) | Keras ex/s | exported ex/s | batch |",
+            "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for name, rows in exports.items():
+            for label, r in rows.items():
+                fmt = label.split(" ")[0]
+                if "error" in r:
+                    lines.append(f"| {name} | {label} | failed: {r['error']} | | | | |")
+                    continue
+                k, e = r["keras"], r[fmt]
+                lines.append(
+                    f"| {name} | {label} | {k['latency_ms']:.2f} | {e['latency_ms']:.2f} "
+                    f"| {k['throughput']:.0f} | {e['throughput']:.0f} | {r['batch']} |"
+                )
     return "\n".join(lines) + "\n"
 
 
@@ -225,6 +289,11 @@ def main(argv=None):
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--block-seconds", type=float, default=1.0,
+                        help="fewer steps per block for steps slower than this / --steps")
+    parser.add_argument("--no-export", action="store_true",
+                        help="skip the exported-model latency of the export cases")
+    parser.add_argument("--export-repeats", type=int, default=20)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--jit-compile", choices=("auto", "true", "false"), default="auto")
     parser.add_argument("--setup-timeout", type=float, default=900,
@@ -244,12 +313,19 @@ def main(argv=None):
         "machine": {"cpu": platform.processor() or platform.machine(), "threads": args.threads,
                     "python": platform.python_version()},
         "peak_gflops": peak / 1e9, "rounds": args.rounds, "steps": args.steps,
+        "block_seconds": args.block_seconds, "export_repeats": args.export_repeats,
+        "load_before": os.getloadavg()[0],
         "jit_compile": str(args.jit_compile), "tiny": args.tiny, "cases": {},
     }
     for name in args.cases:
         print(f"case {name}: {', '.join(labels)}", file=sys.stderr)
+        load = os.getloadavg()[0]
         raw = run_case(name, labels, args)
         report["cases"][name] = summarise(cases[name], raw, peak)
+        if cases[name].export and not args.no_export:
+            report["cases"][name]["export"] = run_export(name, labels, args)
+        report["cases"][name]["load_average"] = [load, os.getloadavg()[0]]
+    report["load_after"] = os.getloadavg()[0]
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "latest.json").write_text(json.dumps(report, indent=2) + "\n")

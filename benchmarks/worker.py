@@ -12,6 +12,7 @@ import json
 import os
 import sys
 import time
+from pathlib import Path
 
 THREADS = int(os.environ.get("KZOO_BENCH_THREADS", os.cpu_count() or 1))
 # Fix the thread count in every framework before any of them is imported.
@@ -41,21 +42,33 @@ class KzooContender:
         keras.utils.set_random_seed(0)
         rng = np.random.default_rng(0)
         self.x = case.inputs(case.batch, rng)
-        self.y = rng.integers(0, case.num_classes, size=case.batch).astype("int32")
+        self.y = case.make_targets(case.batch, rng) if case.task == "classify" else None
         self.model = kzoo.create_model(case.model, **case.kwargs)
-        self.model.compile(
-            optimizer=keras.optimizers.Adam(1e-3),
-            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-            jit_compile=jit_compile,
-        )
+        if case.task == "classify":
+            self.model.compile(
+                optimizer=keras.optimizers.Adam(1e-3),
+                loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                jit_compile=jit_compile,
+            )
+        else:  # the model's own loss and default optimizer(s)
+            self.model.compile(jit_compile=jit_compile)
         self.params = int(sum(np.prod(w.shape) for w in self.model.trainable_weights))
         self.setting = f"{keras.config.backend()}, jit_compile={self.model.jit_compile}"
+        # What one inference step runs, on inputs prepared once.
+        self.infer_model, self.infer_x = self.model, self.x
+        if case.task == "gan":  # sampling: the generator on latent vectors
+            self.infer_model = self.model.generator
+            self.infer_x = rng.standard_normal((case.batch, self.model.latent_dim), "float32")
+        elif case.task == "ddpm":  # one denoising call of the U-Net
+            self.infer_model = self.model.network
+            t = rng.integers(0, self.model.num_timesteps, case.batch).astype("int32")
+            self.infer_x = [self.x * 2 - 1, t]
 
     def train_step(self):
         self.model.train_on_batch(self.x, self.y)  # returns host floats: synchronised
 
     def infer_step(self):
-        self.model.predict_on_batch(self.x)
+        self.infer_model.predict_on_batch(self.infer_x)
 
 
 class TorchContender:
@@ -68,24 +81,44 @@ class TorchContender:
         x = case.inputs(case.batch, rng)
         if case.channels_first:
             x = np.ascontiguousarray(np.moveaxis(x, -1, 1))
-        self.x = torch.from_numpy(x)
-        self.y = torch.from_numpy(rng.integers(0, case.num_classes, size=case.batch)).long()
+        self.x = ({k: torch.from_numpy(v).long() for k, v in x.items()} if isinstance(x, dict)
+                  else torch.from_numpy(x))
+        self.y = torch.from_numpy(case.make_targets(case.batch, rng)).long()
         self.module = case.native()
         from benchmarks.native_torch import trainable_params
 
         self.params = trainable_params(self.module)
+        self.torch = torch
+        self.setting = "torch.compile" if compiled else "eager"
+        self.custom = hasattr(self.module, "train_step")  # a generative model's own step
+        if self.custom:
+            self.opts = self.module.make_optimizers()
+            step = self.module.train_step
+            self.step_fn = torch.compile(step) if compiled else step
+            infer_inputs = getattr(self.module, "infer_inputs", None)
+            with torch.no_grad():
+                self.infer_x = infer_inputs(self.x) if infer_inputs else self.x
+            self.infer_fn = torch.compile(self.module.infer) if compiled else self.module.infer
+            return
         self.train_model = torch.compile(self.module) if compiled else self.module
         self.opt = torch.optim.Adam(
             [p for p in self.module.parameters() if p.requires_grad], lr=1e-3
         )
         self.loss = torch.nn.CrossEntropyLoss()
-        self.torch = torch
-        self.setting = "torch.compile" if compiled else "eager"
+
+    def _forward(self):
+        if isinstance(self.x, dict):
+            return self.train_model(**self.x)
+        return self.train_model(self.x)
 
     def train_step(self):
         self.module.train()
+        if self.custom:
+            self.step_fn(self.x, self.y, self.opts).item()
+            return
         self.opt.zero_grad(set_to_none=True)
-        loss = self.loss(self.train_model(self.x), self.y)
+        logits = self._forward()
+        loss = self.loss(logits.reshape(-1, logits.shape[-1]), self.y.reshape(-1))
         loss.backward()
         self.opt.step()
         loss.item()
@@ -93,7 +126,30 @@ class TorchContender:
     def infer_step(self):
         self.module.eval()
         with self.torch.inference_mode():
-            self.train_model(self.x).sum().item()
+            out = self.infer_fn(self.infer_x) if self.custom else self._forward()
+            out = out[0] if isinstance(out, tuple) else out
+            out.sum().item()
+
+
+def export_latency(case, fmt, repeats):
+    """Batch-1 latency and throughput of the Keras model and its `fmt` export,
+    measured by `kzoo.export.benchmark` (mean over `repeats` calls)."""
+    import tempfile
+
+    import keras
+
+    import kzoo
+    from kzoo import export
+
+    keras.utils.set_random_seed(0)
+    model = kzoo.create_model(case.model, **case.kwargs)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / ("model.onnx" if fmt == "onnx" else "saved_model")
+        t = time.perf_counter()
+        export.export_model(model, path, format=fmt)
+        export_s = time.perf_counter() - t
+        result = export.benchmark(model, path, fmt, batch_size=case.batch, repeats=repeats)
+    return {"export_s": export_s, "batch": case.batch, "repeats": repeats, **result}
 
 
 def matmul_peak(n=1024, repeats=20):
@@ -138,16 +194,20 @@ def main():
                 else:
                     contender = TorchContender(case, compiled=kind == "torch_compile")
                 build = time.perf_counter() - t0
-                first = {}
+                first, warm = {}, {}
                 for what in ("train", "infer"):
                     step = getattr(contender, f"{what}_step")
                     t = time.perf_counter()
                     step()
                     first[what] = time.perf_counter() - t
+                    times = []
                     for _ in range(cmd.get("warmup", 3)):
+                        t = time.perf_counter()
                         step()
+                        times.append(time.perf_counter() - t)
+                    warm[what] = float(np.median(times)) if times else first[what]
                 reply(ok=True, params=contender.params, build_s=build, first_step_s=first,
-                      setting=contender.setting)
+                      warm_step_s=warm, setting=contender.setting)
             elif cmd["cmd"] == "time":
                 step = getattr(contender, f"{cmd['what']}_step")
                 times = []
@@ -156,6 +216,9 @@ def main():
                     step()
                     times.append(time.perf_counter() - t)
                 reply(ok=True, times=times)
+            elif cmd["cmd"] == "export":
+                reply(ok=True, **export_latency(cases[cmd["case"]], cmd["format"],
+                                                cmd.get("repeats", 20)))
             elif cmd["cmd"] == "peak":
                 reply(ok=True, flops=matmul_peak())
             elif cmd["cmd"] == "quit":
