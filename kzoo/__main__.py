@@ -28,11 +28,16 @@ def _list(args):
 
         keras.backend.clear_session()
     if args.markdown:
-        print("| model | family | task | parameters (defaults) | recipe | description |")
-        print("| --- | --- | --- | ---: | --- | --- |")
+        from kzoo import measured
+
+        print("| model | family | task | parameters (defaults) | recipe | measured (default run) "
+              "| description |")
+        print("| --- | --- | --- | ---: | --- | --- | --- |")
         for name, family, task, params, summary, recipe in rows:
             recipe = f"`{recipe}`" if recipe else "-"
-            print(f"| `{name}` | {family} | {task} | {_cell(params)} | {recipe} | {summary} |")
+            result = measured.describe(name) or "-"
+            print(f"| `{name}` | {family} | {task} | {_cell(params)} | {recipe} | {result} "
+                  f"| {summary} |")
         return 0
     header = ("model", "family", "task", "parameters", "description")
     widths = [max(len(header[i]), *(len(_cell(r[i])) for r in rows)) for i in range(4)]
