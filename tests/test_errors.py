@@ -110,8 +110,6 @@ def test_images_not_divisible_by_the_patch_size_at_call_time():
                                    r"expected known height and width divisible by patch_size")
 
 
-@pytest.mark.xfail(strict=True, reason="known gap: PositionEmbedding checks the length only when "
-                   "built with a known length, so a too-long sequence fails inside the backend")
 def test_sequence_longer_than_max_length_at_call_time():
     needs("transformer_lm")
     model = kzoo.create_model("transformer_lm", vocab_size=17, max_length=16, d_model=8,

@@ -305,13 +305,20 @@ class PositionEmbedding(keras.layers.Layer):
             initializer or keras.initializers.TruncatedNormal(stddev=0.02)
         )
 
+    def _check_length(self, length, start_index=0):
+        # Static lengths (known when tracing on every backend) are checked here;
+        # a length known only at run time is left to the backend's slice.
+        if isinstance(length, int) and isinstance(start_index, int):
+            if start_index + length > self.max_length:
+                where = f" starting at position {start_index}" if start_index else ""
+                raise ValueError(
+                    f"Received sequences of length {length}{where} with "
+                    f"max_length={self.max_length}; expected length <= max_length, "
+                    "so shorten the input or build the model with a larger max_length."
+                )
+
     def build(self, input_shape):
-        if input_shape[1] is not None and input_shape[1] > self.max_length:
-            raise ValueError(
-                f"Received sequences of length {input_shape[1]} with "
-                f"max_length={self.max_length}; expected length <= max_length, "
-                "so raise max_length."
-            )
+        self._check_length(input_shape[1])
         self.embeddings = self.add_weight(
             name="embeddings", shape=(self.max_length, input_shape[-1]),
             initializer=self.initializer,
@@ -319,6 +326,7 @@ class PositionEmbedding(keras.layers.Layer):
 
     def call(self, inputs, start_index=0):
         length = ops.shape(inputs)[1]
+        self._check_length(length, start_index)
         positions = ops.slice(
             ops.convert_to_tensor(self.embeddings), [start_index, 0], [length, inputs.shape[-1]])
         return inputs + ops.cast(positions, inputs.dtype)
