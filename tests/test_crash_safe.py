@@ -67,7 +67,6 @@ def _wait_for(path, proc, timeout=240):
         time.sleep(0.2)
 
 
-@pytest.mark.slow
 @pytest.mark.skipif(not IS_POSIX, reason="SIGKILL is POSIX")
 def test_sigkill_mid_epoch_then_resume_finishes_every_epoch(tmp_path):
     run_dir, marker = tmp_path / "run", tmp_path / "paused"
@@ -243,7 +242,6 @@ def test_atomic_write_keeps_the_old_file_when_the_writer_fails(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["state.json"]
 
 
-@pytest.mark.slow
 @pytest.mark.skipif(not IS_POSIX, reason="SIGKILL is POSIX")
 def test_sigkill_during_an_atomic_write_leaves_the_old_file_whole(tmp_path):
     target, marker = tmp_path / "epoch.weights.h5", tmp_path / "writing"
