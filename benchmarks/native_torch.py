@@ -141,7 +141,8 @@ class Seq2SeqTransformer(nn.Module):
 
     def forward(self, source_ids, target_ids):
         source_pad, target_pad = source_ids == 0, target_ids == 0
-        causal = nn.Transformer.generate_square_subsequent_mask(target_ids.shape[1])
+        length = target_ids.shape[1]
+        causal = torch.ones(length, length, dtype=torch.bool).triu(1)  # True: may not attend
         memory = self.encoder(self.embed(source_ids), src_key_padding_mask=source_pad)
         y = self.decoder(self.embed(target_ids), memory, tgt_mask=causal, tgt_is_causal=True,
                          tgt_key_padding_mask=target_pad, memory_key_padding_mask=source_pad)

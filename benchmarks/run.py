@@ -100,8 +100,9 @@ def contenders_available(requested):
     return found
 
 
-def run_case(case_name, labels, args):
-    """Time one case for every contender; return per-contender results."""
+def run_case(case_name, labels, args, export=False):
+    """Time one case for every contender; return per-contender results (and
+    the exported-model latency under the key "export" when `export`)."""
     procs = []
     results = {}
     for label in labels:
@@ -129,6 +130,8 @@ def run_case(case_name, labels, args):
                               timeout=args.setup_timeout)
                     if r.get("ok"):
                         results[c.label][what] += r["times"]
+        if export:
+            results["export"] = run_export(case_name, procs, args)
     finally:
         for c in procs:
             c.close()
@@ -138,19 +141,16 @@ def run_case(case_name, labels, args):
 EXPORTERS = {"kzoo_torch": ("torch", "onnx"), "kzoo_tensorflow": ("tensorflow", "tf_saved_model")}
 
 
-def run_export(case_name, labels, args):
-    """Exported-model latency of one case, one fresh worker per format."""
+def run_export(case_name, procs, args):
+    """Exported-model latency of one case, in the kzoo workers of the exporting
+    backends once their timing is done."""
     rows = {}
-    for label in labels:
-        if label not in EXPORTERS:
+    for c in procs:
+        if c.label not in EXPORTERS:
             continue
-        backend, fmt = EXPORTERS[label]
-        c = Contender(label, "kzoo", backend, tiny=args.tiny, threads=args.threads)
-        try:
-            r = c.ask(cmd="export", case=case_name, format=fmt, repeats=args.export_repeats,
-                      timeout=args.setup_timeout)
-        finally:
-            c.close()
+        backend, fmt = EXPORTERS[c.label]
+        r = c.ask(cmd="export", case=case_name, format=fmt, repeats=args.export_repeats,
+                  timeout=args.setup_timeout)
         if not r.pop("ok", False):
             print(f"  export {fmt} ({backend}): {r.get('error')}", file=sys.stderr)
         rows[f"{fmt} ({backend})"] = r
@@ -320,10 +320,11 @@ def main(argv=None):
     for name in args.cases:
         print(f"case {name}: {', '.join(labels)}", file=sys.stderr)
         load = os.getloadavg()[0]
-        raw = run_case(name, labels, args)
+        raw = run_case(name, labels, args, export=cases[name].export and not args.no_export)
+        exported = raw.pop("export", None)
         report["cases"][name] = summarise(cases[name], raw, peak)
-        if cases[name].export and not args.no_export:
-            report["cases"][name]["export"] = run_export(name, labels, args)
+        if exported is not None:
+            report["cases"][name]["export"] = exported
         report["cases"][name]["load_average"] = [load, os.getloadavg()[0]]
     report["load_after"] = os.getloadavg()[0]
     out = Path(args.out_dir)

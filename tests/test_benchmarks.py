@@ -1,4 +1,6 @@
-"""The benchmark harness runs end to end on its tiniest case (no timing asserted)."""
+"""The benchmark harness runs end to end on its tiniest case (no timing asserted);
+its native PyTorch twins match kzoo's parameter counts and its MFU formulas
+match PyTorch's own FLOP counter."""
 
 import json
 import subprocess
@@ -6,27 +8,76 @@ import sys
 from pathlib import Path
 
 import keras
+import numpy as np
+import pytest
+
+import kzoo
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.cases import make_cases  # noqa: E402
+
+EXPORT_FORMAT = {"torch": "onnx", "tensorflow": "tf_saved_model"}
 
 
 def test_harness_smoke_run_writes_json_markdown_and_png(tmp_path):
     backend = keras.config.backend()
     proc = subprocess.run(
         [sys.executable, "-m", "benchmarks", "--tiny", "--cases", "mlp", "--steps", "2",
-         "--rounds", "1", "--warmup", "1", "--contenders", "torch_eager", f"kzoo_{backend}",
-         "--out-dir", str(tmp_path)],
+         "--rounds", "1", "--warmup", "1", "--export-repeats", "2",
+         "--contenders", "torch_eager", f"kzoo_{backend}", "--out-dir", str(tmp_path)],
         cwd=ROOT, capture_output=True, text=True, timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     report = json.loads((tmp_path / "latest.json").read_text())
-    rows = report["cases"]["mlp"]["contenders"]
+    case = report["cases"]["mlp"]
+    rows = case["contenders"]
     kzoo_row = rows[f"kzoo_{backend}"]
     assert kzoo_row["train"]["steps"] == 2 and kzoo_row["train"]["median_s"] > 0
     assert kzoo_row["infer"]["examples_per_s"] > 0
     if "torch_eager" in rows:  # only where PyTorch is installed
-        assert report["cases"]["mlp"]["params_equal"]
+        assert case["params_equal"]
         assert kzoo_row["train"]["vs_torch_eager"] > 0
     assert report["peak_gflops"] > 0
-    assert (tmp_path / "latest.md").read_text().count("| mlp |") == len(rows)
+    assert len(case["load_average"]) == 2
+    markdown = (tmp_path / "latest.md").read_text()
+    assert markdown.count("| mlp |") == len(rows) + len(case.get("export", {}))
     assert (tmp_path / "latest.png").stat().st_size > 0
+    if backend in EXPORT_FORMAT:  # this backend writes an exported model and times it
+        fmt = EXPORT_FORMAT[backend]
+        exported = case["export"][f"{fmt} ({backend})"]
+        assert "error" not in exported, exported
+        assert exported["keras"]["latency_ms"] > 0 and exported[fmt]["latency_ms"] > 0
+        assert exported[fmt]["throughput"] > 0
+
+
+@pytest.mark.parametrize("name", sorted(make_cases(tiny=True)))
+def test_native_twin_has_the_kzoo_parameter_count(name):
+    pytest.importorskip("torch")
+    from benchmarks.native_torch import trainable_params
+
+    case = make_cases(tiny=True)[name]
+    model = kzoo.create_model(case.model, **case.kwargs)
+    expected = int(sum(np.prod(w.shape) for w in model.trainable_weights))
+    assert trainable_params(case.native()) == expected
+
+
+@pytest.mark.parametrize("name", ["transformer", "vit_tiny"])
+def test_mfu_flop_formula_matches_torch_flop_counter(name):
+    """The analytic forward FLOPs (a third of the training FLOPs) equal what
+    PyTorch counts on the native twin (math attention, so bmm is visible)."""
+    torch = pytest.importorskip("torch")
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.utils.flop_counter import FlopCounterMode
+
+    case = make_cases(tiny=True)[name]
+    module = case.native().train()  # the eval fast path hides its matmuls from the counter
+    x = case.inputs(2, np.random.default_rng(0))
+    if isinstance(x, dict):
+        args = {k: torch.from_numpy(v).long() for k, v in x.items()}
+    else:
+        args = {"x": torch.from_numpy(np.ascontiguousarray(np.moveaxis(x, -1, 1)))}
+    with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as count:
+        module(**args)
+    assert count.get_total_flops() == case.train_flops(2) / 3
