@@ -17,8 +17,10 @@ MODULES = sorted(
 )
 
 
-# Several examples build published-size models (VGG-16, BERT-base): minutes.
+# Several examples build published-size models (VGG-16, BERT-base): minutes, so
+# the matrix runs them once (torch env); `tox -e slow` runs them on JAX.
 @pytest.mark.slow
+@pytest.mark.once
 @pytest.mark.parametrize("name", MODULES)
 def test_docstring_examples_run(name):
     module = importlib.import_module(name)

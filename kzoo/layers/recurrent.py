@@ -58,7 +58,7 @@ class LSTM(keras.layers.LSTM):
     Example:
 
     >>> import numpy as np
-    >>> LSTM(4, return_sequences=True)(np.zeros((2, 3, 5))).shape
+    >>> tuple(LSTM(4, return_sequences=True)(np.zeros((2, 3, 5))).shape)
     (2, 3, 4)
     """
 
@@ -88,7 +88,7 @@ class GRU(keras.layers.GRU):
     Example:
 
     >>> import numpy as np
-    >>> GRU(4)(np.zeros((2, 3, 5))).shape
+    >>> tuple(GRU(4)(np.zeros((2, 3, 5))).shape)
     (2, 4)
     """
 

@@ -70,9 +70,10 @@ class LogitScale(keras.layers.Layer):
 
     Example:
 
-    >>> import numpy as np
+    >>> import keras, numpy as np
     >>> from kzoo.models.clip import LogitScale
-    >>> np.round(np.asarray(LogitScale()(np.zeros((2, 4), "float32"))), 2)
+    >>> scale = LogitScale()(np.zeros((2, 4), "float32"))
+    >>> np.round(keras.ops.convert_to_numpy(scale), 2)
     array([[14.29],
            [14.29]], dtype=float32)
     """
