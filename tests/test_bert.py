@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 from harness import tiny_model
-from test_transformer import load_torch_encoder_layer
+from torch_weights import load_torch_encoder_layer
 
 import kzoo
 from kzoo.models.bert import bert_inputs
