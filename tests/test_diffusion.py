@@ -114,3 +114,15 @@ def test_recipe_smoke(tmp_path):
     assert metrics["test_noise_mse"] > 0
     for prefix in ("ddim", "ddpm"):
         assert abs(sum(metrics[f"{prefix}_class_fractions"]) - 1.0) < 1e-3
+
+
+def test_compile_rejects_a_loss_and_reloads_compiled(tmp_path):
+    model = tiny_ddpm()
+    with pytest.raises(ValueError, match=r"defines its own loss \(noise-prediction MSE\), "
+                                         r"so leave loss out"):
+        model.compile(loss="mse")
+    model.compile()
+    assert float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)) == pytest.approx(2e-4)
+    model.save(tmp_path / "ddpm.keras")
+    restored = keras.saving.load_model(tmp_path / "ddpm.keras", safe_mode=True)
+    assert [m.name for m in restored.metrics] == [m.name for m in model.metrics]

@@ -85,3 +85,46 @@ class ZooModel(keras.Model):
             if layer.name != head and layer.weights:
                 new.get_layer(layer.name).set_weights(layer.get_weights())
         return new
+
+
+class SelfLossMixin:
+    """`compile` and `metrics` for a model whose `compute_loss` is its own loss.
+
+    A subclass sets `default_learning_rate` and `loss_description` (the loss
+    named in the error for `compile(loss=...)`), and lists its loss-part
+    trackers in `own_metrics()`. Reloading a compiled `.keras` file rebuilds
+    the optimizer so its saved variables load.
+    """
+
+    default_learning_rate = 1e-3
+    loss_description = "its own loss"
+
+    def compile(self, optimizer=None, **kwargs):
+        """Configure training; the model defines its own loss.
+
+        Args:
+            optimizer: `keras.optimizers.Optimizer`. Defaults to Adam at the
+                model's `default_learning_rate`.
+            **kwargs: other `keras.Model.compile` arguments; `loss` and
+                `metrics` must stay None.
+        """
+        for key in ("loss", "metrics"):
+            if kwargs.get(key) is not None:
+                raise ValueError(
+                    f"Received compile({key}=...) for {self.name!r}; this model defines "
+                    f"{self.loss_description}, so leave {key} out."
+                )
+        optimizer = optimizer or keras.optimizers.Adam(self.default_learning_rate)
+        super().compile(optimizer=optimizer, **kwargs)
+
+    def compile_from_config(self, config):
+        config = keras.saving.deserialize_keras_object(config)
+        self.compile(**config)
+        self.optimizer.build(self.trainable_variables)
+
+    def own_metrics(self):
+        return []
+
+    @property
+    def metrics(self):
+        return ([self._loss_tracker] if self.compiled else []) + self.own_metrics()

@@ -22,6 +22,7 @@ from keras import ops
 
 from kzoo import validation
 from kzoo.layers.unet import build_unet
+from kzoo.models.base import SelfLossMixin
 from kzoo.registry import register_model
 
 SCHEDULES = ("linear", "cosine")
@@ -80,7 +81,7 @@ def tiny_ddpm_inputs(batch, rng):
     tiny_inputs=tiny_ddpm_inputs,
     recipe="recipes/diffusion.py",
 )
-class DDPM(keras.Model):
+class DDPM(SelfLossMixin, keras.Model):
     """Denoising diffusion model with a small U-Net, DDPM and DDIM sampling.
 
     The U-Net (`model.network`, `[noisy_images, timesteps] -> noise`) has
@@ -122,6 +123,9 @@ class DDPM(keras.Model):
     >>> model.generate(3, seed=0, sampler="ddim", steps=5).shape
     (3, 8, 8, 1)
     """
+
+    default_learning_rate = 2e-4
+    loss_description = "its own loss (noise-prediction MSE)"
 
     # Subclassed (not functional), so not a ZooModel: Keras rewires the bases of
     # any class built functionally. Same contract: config = constructor args.
@@ -223,30 +227,8 @@ class DDPM(keras.Model):
         predicted = self.network([noisy, t], training=training)
         return {"noise": noise, "predicted_noise": predicted}
 
-    def compile(self, optimizer=None, **kwargs):
-        """Configure training; the model defines its own loss.
-
-        Args:
-            optimizer: `keras.optimizers.Optimizer`. Defaults to `Adam(2e-4)`.
-            **kwargs: other `keras.Model.compile` arguments; `loss` and
-                `metrics` must stay None.
-        """
-        for key in ("loss", "metrics"):
-            if kwargs.get(key) is not None:
-                raise ValueError(
-                    f"Received compile({key}=...) for {self.name!r}; a diffusion model "
-                    "defines its own loss (noise-prediction MSE), so leave it out."
-                )
-        super().compile(optimizer=optimizer or keras.optimizers.Adam(2e-4), **kwargs)
-
-    def compile_from_config(self, config):
-        config = keras.saving.deserialize_keras_object(config)
-        self.compile(**config)
-        self.optimizer.build(self.trainable_variables)
-
-    @property
-    def metrics(self):
-        return ([self._loss_tracker] if self.compiled else []) + [self.noise_loss_tracker]
+    def own_metrics(self):
+        return [self.noise_loss_tracker]
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         error = ops.cast(y_pred["predicted_noise"], "float32") - y_pred["noise"]

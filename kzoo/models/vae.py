@@ -17,7 +17,7 @@ import numpy as np
 from keras import ops
 
 from kzoo import validation
-from kzoo.models.base import ZooModel
+from kzoo.models.base import SelfLossMixin, ZooModel
 from kzoo.registry import register_model
 
 # === Blocks ===
@@ -80,7 +80,7 @@ def _value_range(value):
 # === The shared model: loss, encode, decode, generate ===
 
 
-class VariationalAutoencoder(ZooModel):
+class VariationalAutoencoder(SelfLossMixin, ZooModel):
     """Base of `VAE` and `ConvVAE`: subclasses build the encoder and decoder.
 
     Subclasses call `_build(encoder, decoder, image_shape, ...)` where
@@ -88,6 +88,9 @@ class VariationalAutoencoder(ZooModel):
     maps `z` to images in [0, 1]; images outside the model are in
     `value_range`.
     """
+
+    default_learning_rate = 1e-3
+    loss_description = "its own loss (reconstruction + KL)"
 
     classifier_name = None
 
@@ -108,31 +111,8 @@ class VariationalAutoencoder(ZooModel):
         self.reconstruction_tracker = keras.metrics.Mean(name="reconstruction_loss")
         self.kl_tracker = keras.metrics.Mean(name="kl_loss")
 
-    def compile(self, optimizer=None, **kwargs):
-        """Configure training; the model defines its own loss.
-
-        Args:
-            optimizer: `keras.optimizers.Optimizer`. Defaults to `Adam(1e-3)`.
-            **kwargs: other `keras.Model.compile` arguments; `loss` and
-                `metrics` must stay None.
-        """
-        for key in ("loss", "metrics"):
-            if kwargs.get(key) is not None:
-                raise ValueError(
-                    f"Received compile({key}=...) for {self.name!r}; a VAE defines its "
-                    "own loss (reconstruction + KL), so leave it out."
-                )
-        super().compile(optimizer=optimizer or keras.optimizers.Adam(1e-3), **kwargs)
-
-    def compile_from_config(self, config):
-        config = keras.saving.deserialize_keras_object(config)
-        self.compile(**config)
-        self.optimizer.build(self.trainable_variables)
-
-    @property
-    def metrics(self):
-        own = [self.reconstruction_tracker, self.kl_tracker]
-        return ([self._loss_tracker] if self.compiled else []) + own
+    def own_metrics(self):
+        return [self.reconstruction_tracker, self.kl_tracker]
 
     def _unit(self, images):
         low, high = self.value_range
