@@ -30,40 +30,68 @@ def _run(format, path, inputs):
     return (export.run_onnx if format == "onnx" else export.run_saved_model)(path, inputs)
 
 
+def _known_gap(name, format):
+    """The one-sentence error `export_model` gives where `format` cannot be written, or None.
+
+    Each entry is a limitation outside kzoo/export.py; when one is lifted its
+    test fails (the export no longer raises), so remove the entry then.
+    """
+    backend = keras.config.backend()
+    if (backend, format) == ("torch", "onnx"):
+        # Keras' TorchScript path needs F.layer_norm's width as a constant, which it is
+        # not after a slice or broadcast sized at run time (positions, class token).
+        needs_torch_export = name.startswith(("bert_", "clip_", "transformer", "vit_"))
+        if needs_torch_export and importlib.util.find_spec("onnxscript") is None:
+            return r"cannot trace .*; install onnxscript \(pip install onnxscript\)"
+        if name in ("transformer", "transformer_lm"):
+            # torch.export: Keras' torch `arange` cannot infer a dtype from a SymInt length
+            # (kzoo.layers.transformer calls ops.arange(length) without a dtype).
+            return r"neither torch's TorchScript ONNX exporter nor torch.export can export"
+    if (backend, format) == ("jax", "tf_saved_model") and name in (
+        "bert_base", "bert_tiny", "bert_tiny_mlm", "transformer_lm"
+    ):
+        # jax2tf cannot prove the symbolic length <= the position table's max_length.
+        return r"variable-length axes jax2tf cannot export symbolically .*is inconclusive"
+    if (backend, format) == ("tensorflow", "onnx") and name == "alexnet_two_tower":
+        return r"ops tf2onnx cannot convert \(StatefulPartitionedCall; an XLA-compiled function"
+    return None
+
+
 @pytest.mark.parametrize("format", ["onnx", "tf_saved_model"])
 @pytest.mark.parametrize("name", MODELS)
 def test_exported_model_matches_keras_with_a_new_batch_size(name, format, tmp_path):
     _exportable_here(format)
-    if name.startswith("bert"):
-        pytest.xfail("known gap: BERT.call fails on export's zero-filled sample inputs; "
-                     "kzoo.export.sample_inputs needs a valid example from the model")
     keras.utils.set_random_seed(0)
     model = tiny_model(name)
+    if not getattr(model, "inputs", None):
+        with pytest.raises(export.ExportError, match="without functional inputs"):
+            export.export_model(model, tmp_path / "model", format=format)
+        pytest.skip(f"{name} has no functional inputs: export_model refuses it (checked above) "
+                    "and points to the part to deploy, such as its generator")
+    output = tmp_path / ("model.onnx" if format == "onnx" else "saved_model")
+    gap = _known_gap(name, format)
+    if gap:
+        with pytest.raises(export.ExportError, match=gap) as raised:
+            export.export_model(model, output, format=format)
+        pytest.xfail(str(raised.value))  # a gap outside kzoo; the sentence names what can
     inputs = {batch: tiny_inputs(name, model, batch=batch, seed=batch) for batch in (1, 3)}
     expected = {batch: first_output(predict(model, x)) for batch, x in inputs.items()}
-    try:
-        path = export.export_model(model, tmp_path / ("model.onnx" if format == "onnx" else "sm"),
-                                   format=format)  # traced at batch 1
-    except export.ExportError as err:
-        if "without functional inputs" not in str(err):
-            raise
-        pytest.skip(str(err))
-    except Exception as err:
-        # torch's TorchScript ONNX exporter (the one Keras uses for dynamic axes)
-        # cannot trace shape-dependent ops over a variable sequence length.
-        if type(err).__module__.startswith("torch.onnx"):
-            pytest.xfail(f"torch.onnx cannot export this graph: {str(err).splitlines()[0][:160]}")
-        raise
-    for batch in (1, 3):  # 3: the batch axis really is dynamic
-        try:
-            got = _run(format, path, inputs[batch])[0]
-        except Exception as err:
-            if "No Op registered" in str(err) and keras.config.backend() == "tensorflow":
-                pytest.xfail(f"tf2onnx wrote an op onnxruntime lacks: {str(err)[-160:]}")
-            raise
+    path = export.export_model(model, output, format=format)
+    for batch in (1, 3):  # exported at batch 1 (torch.export: 2); 3 shows the batch is dynamic
+        got = _run(format, path, inputs[batch])[0]
         assert got.shape == expected[batch].shape
         np.testing.assert_allclose(got, expected[batch], atol=1e-4, rtol=1e-4)
     keras.backend.clear_session()
+
+
+def test_sample_inputs_follow_the_model_input_structure():
+    # BERT's inputs are a dict in constructor order; a flat list in another order is rejected.
+    model = tiny_model("bert_tiny")
+    x = export.sample_inputs(model, batch=2)
+    assert list(x) == ["token_ids", "segment_ids"]
+    for array in x.values():  # ones: valid, non-padding token ids
+        assert array.shape == (2, 8) and array.dtype == np.int32 and (array == 1).all()
+    assert predict(model, x).shape == (2, 3)
 
 
 def test_unknown_format_is_one_sentence():
@@ -186,13 +214,16 @@ def test_top_k_probabilities_sum_and_order():
     assert rows == [[(1, 0.6), (2, 0.3), (0, 0.1)]]
 
 
-@pytest.mark.skipif(importlib.util.find_spec("onnxruntime") is None, reason="needs onnxruntime")
-def test_benchmark_reports_keras_and_exported_speed(tmp_path):
-    _exportable_here("onnx")
-    model = kzoo.create_model("mlp", input_shape=(8,), num_classes=3, hidden_units=(8,))
-    path = export.export_model(model, tmp_path / "m.onnx", format="onnx")
-    result = export.benchmark(model, path, "onnx", batch_size=4, repeats=2)
-    assert set(result) == {"keras", "onnx"}
+@pytest.mark.parametrize("format", ["onnx", "tf_saved_model"])
+@pytest.mark.parametrize("name", ["mlp", "bert_tiny"])  # one array; a dict of two inputs
+def test_benchmark_reports_keras_and_exported_speed(name, format, tmp_path):
+    _exportable_here(format)
+    if _known_gap(name, format):
+        pytest.skip(f"{name} cannot be exported as {format} here (see the export test)")
+    model = tiny_model(name)
+    path = export.export_model(model, tmp_path / f"m.{format}", format=format)
+    result = export.benchmark(model, path, format, batch_size=4, repeats=2)
+    assert set(result) == {"keras", format}
     for row in result.values():
         assert row["latency_ms"] > 0 and row["throughput"] > 0
 
