@@ -173,6 +173,7 @@ def test_bert_matches_a_torch_reference(head):
 
 
 @pytest.mark.slow
+@pytest.mark.once
 def test_bert_recipe_smoke(tmp_path):
     import importlib.util
     import json

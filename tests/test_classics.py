@@ -314,6 +314,7 @@ def _run_folder_ok(folder):
 
 
 @pytest.mark.slow
+@pytest.mark.once
 def test_classics_recipe_smoke(tmp_path):
     import importlib.util
     import pathlib
@@ -329,6 +330,7 @@ def test_classics_recipe_smoke(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.once
 def test_classics_recipe_smoke_googlenet_aux_heads(tmp_path):
     import importlib.util
     import pathlib

@@ -98,6 +98,7 @@ def test_class_prompts_name_each_digit():
 
 
 @pytest.mark.slow
+@pytest.mark.once
 def test_clip_recipe_smoke(tmp_path):
     import importlib.util
     import json

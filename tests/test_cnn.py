@@ -166,6 +166,7 @@ def check_run_folder(path):
 
 
 @pytest.mark.slow
+@pytest.mark.once
 def test_cnn_recipe_smoke_run(tmp_path):
     metrics = recipe_main("cnn")(
         ["--smoke", "--widths", "4", "8", "--output-dir", str(tmp_path), "--verbose", "0"]

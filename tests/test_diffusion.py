@@ -97,6 +97,7 @@ def test_generate_rejects_an_unknown_sampler():
 
 
 @pytest.mark.slow
+@pytest.mark.once
 def test_recipe_smoke(tmp_path):
     import importlib.util
     import json

@@ -20,9 +20,6 @@ import keras
 import numpy as np
 import pytest
 
-# Minutes of subprocesses and compiles: run by `tox -e slow`, not the per-backend matrix.
-pytestmark = pytest.mark.slow
-
 ROOT = Path(__file__).resolve().parents[1]
 BACKEND = keras.config.backend()
 TIMEOUT = 240
@@ -117,18 +114,18 @@ def needs(backend):
 
 
 # === JAX ===
-def test_jax_data_parallel_on_two_simulated_devices(reference, tmp_path):
+def test_jax_data_parallel_on_two_simulated_devices(request, tmp_path):
     needs("jax")
-    script, expected = reference
+    script, expected = request.getfixturevalue("reference")  # after the skip check
     env = base_env(XLA_FLAGS="--xla_force_host_platform_device_count=2")
     (out,) = launch([([sys.executable, str(script), str(tmp_path), "data_parallel"], env)])
     assert "replicas: 2" in out
     assert_same_weights(tmp_path, expected)
 
 
-def test_jax_two_processes_through_keras_distribution_initialize(reference, tmp_path):
+def test_jax_two_processes_through_keras_distribution_initialize(request, tmp_path):
     needs("jax")
-    script, expected = reference
+    script, expected = request.getfixturevalue("reference")  # after the skip check
     address = f"127.0.0.1:{free_port()}"
     commands = [
         ([sys.executable, str(script), str(tmp_path), "data_parallel"], base_env(
@@ -142,20 +139,20 @@ def test_jax_two_processes_through_keras_distribution_initialize(reference, tmp_
 
 
 # === TensorFlow ===
-def test_tf_mirrored_strategy_on_two_logical_cpus(reference, tmp_path):
+def test_tf_mirrored_strategy_on_two_logical_cpus(request, tmp_path):
     needs("tensorflow")
-    script, expected = reference
+    script, expected = request.getfixturevalue("reference")  # after the skip check
     env = base_env(KZOO_TF_CPU_DEVICES="2")
     (out,) = launch([([sys.executable, str(script), str(tmp_path), "data_parallel"], env)])
     assert "replicas: 2" in out
     assert_same_weights(tmp_path, expected)
 
 
-def test_tf_multi_worker_mirrored_strategy_with_tf_config(reference, tmp_path):
+def test_tf_multi_worker_mirrored_strategy_with_tf_config(request, tmp_path):
     needs("tensorflow")
     import json
 
-    script, expected = reference
+    script, expected = request.getfixturevalue("reference")
     workers = [f"127.0.0.1:{free_port()}" for _ in range(2)]
     commands = [
         ([sys.executable, str(script), str(tmp_path), "data_parallel"], base_env(
@@ -169,9 +166,9 @@ def test_tf_multi_worker_mirrored_strategy_with_tf_config(reference, tmp_path):
 
 
 # === PyTorch ===
-def test_torch_ddp_two_processes_under_torchrun(reference, tmp_path):
+def test_torch_ddp_two_processes_under_torchrun(request, tmp_path):
     needs("torch")
-    script, expected = reference
+    script, expected = request.getfixturevalue("reference")  # after the skip check
     command = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", "--nproc_per_node=2",
                "--master_addr=127.0.0.1", f"--master_port={free_port()}",
                str(script), str(tmp_path), "data_parallel"]

@@ -133,6 +133,7 @@ def load_recipe(name):
 
 
 @pytest.mark.slow
+@pytest.mark.once
 @pytest.mark.parametrize("recipe", ["gan", "dcgan"])
 def test_recipe_smoke(recipe, tmp_path):
     import json

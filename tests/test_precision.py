@@ -10,9 +10,6 @@ import kzoo
 from kzoo.registry import get_entry
 from kzoo.training import precision, runner
 
-# Minutes of subprocesses and compiles: run by `tox -e slow`, not the per-backend matrix.
-pytestmark = pytest.mark.slow
-
 MODELS = kzoo.list_models()
 MIXED = ("mixed_bfloat16", "mixed_float16")
 # One model per kind of layer stack, for the (slower) training steps.

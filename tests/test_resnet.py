@@ -184,6 +184,7 @@ def test_block_matches_torch_reference(kind):
 
 # === The recipe ===
 @pytest.mark.slow
+@pytest.mark.once
 def test_resnet_recipe_smoke_run_on_digits(tmp_path):
     import json
     import pathlib

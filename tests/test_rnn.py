@@ -201,6 +201,7 @@ def recipe_main(name):
 
 
 @pytest.mark.slow
+@pytest.mark.once
 @pytest.mark.parametrize("task", ["classify", "forecast"])
 def test_recipe_smoke_run_writes_the_run_folder(task, tmp_path):
     import json

@@ -196,6 +196,7 @@ def recipe_main(name):
 
 
 @pytest.mark.slow
+@pytest.mark.once
 def test_recipe_smoke_run_writes_attention_map(tmp_path):
     metrics = recipe_main("seq2seq")(["--smoke", "--units", "8", "--embedding-dim", "4",
                                       "--beam-width", "2", "--output-dir", str(tmp_path)])

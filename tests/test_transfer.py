@@ -143,6 +143,7 @@ def test_first_matching_pattern_wins_and_bad_multipliers_raise():
 
 # === The recipe ===
 @pytest.mark.slow
+@pytest.mark.once
 def test_transfer_recipe_smoke_run(tmp_path):
     import json
     import pathlib

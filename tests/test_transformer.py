@@ -282,6 +282,7 @@ def test_cross_attention_weights_are_distributions_over_real_source_tokens():
 
 # === Recipes (--smoke: every code path on a tiny slice) ===
 @pytest.mark.slow
+@pytest.mark.once
 def test_transformer_recipe_smoke(tmp_path, capsys):
     main = runpy.run_path(str(RECIPES / "transformer.py"))["main"]
     metrics = main(["--smoke", "--output-dir", str(tmp_path), "--d-model", "16",
@@ -298,6 +299,7 @@ def test_transformer_recipe_smoke(tmp_path, capsys):
 
 
 @pytest.mark.slow
+@pytest.mark.once
 def test_lm_recipe_smoke(tmp_path):
     main = runpy.run_path(str(RECIPES / "lm.py"))["main"]
     metrics = main(["--smoke", "--output-dir", str(tmp_path), "--d-model", "16",

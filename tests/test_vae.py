@@ -97,6 +97,7 @@ def test_compile_rejects_a_loss():
 
 
 @pytest.mark.slow
+@pytest.mark.once
 def test_recipe_smoke(tmp_path):
     import importlib.util
     import json

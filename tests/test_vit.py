@@ -59,6 +59,7 @@ def test_bad_arguments_raise_one_sentence(kwargs, match):
 
 
 @pytest.mark.slow
+@pytest.mark.once
 def test_vit_recipe_smoke(tmp_path):
     main = runpy.run_path(str(RECIPES / "vit.py"))["main"]
     metrics = main(["--smoke", "--output-dir", str(tmp_path), "--layers", "1",
