@@ -43,10 +43,6 @@ def _known_gap(name, format):
         needs_torch_export = name.startswith(("bert_", "clip_", "transformer", "vit_"))
         if needs_torch_export and importlib.util.find_spec("onnxscript") is None:
             return r"cannot trace .*; install onnxscript \(pip install onnxscript\)"
-        if name in ("transformer", "transformer_lm"):
-            # torch.export: Keras' torch `arange` cannot infer a dtype from a SymInt length
-            # (kzoo.layers.transformer calls ops.arange(length) without a dtype).
-            return r"neither torch's TorchScript ONNX exporter nor torch.export can export"
     if (backend, format) == ("jax", "tf_saved_model") and name in (
         "bert_base", "bert_tiny", "bert_tiny_mlm", "transformer_lm"
     ):

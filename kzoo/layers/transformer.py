@@ -182,8 +182,8 @@ class MultiHeadAttention(keras.layers.Layer):
         mask = attention_mask
         if use_causal_mask or (cache is not None and cache_index is not None):
             offset = 0 if cache_index is None else cache_index
-            query_positions = ops.arange(ops.shape(q)[1]) + offset
-            key_positions = ops.arange(ops.shape(keys)[1])
+            query_positions = ops.arange(ops.shape(q)[1], dtype="int32") + offset
+            key_positions = ops.arange(ops.shape(keys)[1], dtype="int32")
             causal = ops.expand_dims(query_positions, 1) >= ops.expand_dims(key_positions, 0)
             mask = _combine_masks(ops.cast(mask, "bool") if mask is not None else None,
                                   causal[None])
@@ -255,7 +255,8 @@ class PositionalEncoding(keras.layers.Layer):
 
     def encoding(self, length, features, start_index=0):
         """The `(length, features)` encoding of positions `start_index...`."""
-        positions = ops.cast(ops.arange(length) + start_index, "float32")
+        # An explicit dtype: torch's exporter cannot infer one from a symbolic length.
+        positions = ops.cast(ops.arange(length, dtype="int32") + start_index, "float32")
         rates = ops.exp(
             ops.cast(ops.arange(0, features, 2), "float32") * (-math.log(self.base) / features)
         )
