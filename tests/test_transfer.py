@@ -174,3 +174,14 @@ def test_transfer_recipe_smoke_run(tmp_path):
     assert model.output_shape == (None, 10)
     with pytest.raises(SystemExit):
         main(["--smoke", "--schedule", "plateau", "--output-dir", str(tmp_path)])
+
+
+def test_a_reloaded_partially_frozen_model_keeps_its_frozen_layers(tmp_path):
+    model = tiny_resnet()
+    trainable = transfer.unfreeze_last_stages(model, 1)
+    model.save(tmp_path / "partly_frozen.keras")
+    restored = keras.saving.load_model(tmp_path / "partly_frozen.keras", safe_mode=True)
+    assert [layer.name for layer in restored.layers if layer.trainable and layer.weights] == \
+        trainable
+    assert len(restored.trainable_weights) == len(model.trainable_weights)
+    assert len(restored.trainable_weights) < len(tiny_resnet().trainable_weights)

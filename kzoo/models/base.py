@@ -28,11 +28,24 @@ class ZooModel(keras.Model):
         self.model_config = dict(config)
 
     def get_config(self):
-        return {"name": self.name, "trainable": self.trainable, **self.model_config}
+        config = {"name": self.name, "trainable": self.trainable, **self.model_config}
+        # The model is rebuilt from its constructor arguments, which know nothing of
+        # layers frozen afterwards (transfer learning); record them so a reloaded
+        # model resumes fine-tuning with the same layers frozen.
+        frozen = [layer.name for layer in self.layers if not layer.trainable]
+        if frozen and self.trainable:
+            config["frozen_layers"] = frozen
+        return config
 
     @classmethod
     def from_config(cls, config):
-        return cls(**config)
+        config = dict(config)
+        frozen = set(config.pop("frozen_layers", ()))
+        model = cls(**config)
+        for layer in model.layers:
+            if layer.name in frozen:
+                layer.trainable = False
+        return model
 
     # === Classifier interface ===
     def get_classifier(self):
