@@ -22,11 +22,13 @@ def _list(args):
     rows = []
     for name in names:
         entry = get_entry(name)
-        params = kzoo.model_info(name)["params"] if not args.no_params else None
-        rows.append((name, entry.family, entry.task, params, entry.summary, entry.recipe))
-        import keras
+        params = None
+        if not args.no_params:
+            import keras
 
-        keras.backend.clear_session()
+            params = kzoo.model_info(name)["params"]
+            keras.backend.clear_session()  # free each default-size model before the next
+        rows.append((name, entry.family, entry.task, params, entry.summary, entry.recipe))
     if args.markdown:
         from kzoo import measured
 
