@@ -41,6 +41,8 @@ MEASURED = {
                           {"jax": 1.0, "torch": 1.0, "tensorflow": 1.0}, "recipes/seq2seq.py"),
     "transformer": ("test exact match", "numbers_en_fr",
                     {"jax": 0.993}, "recipes/transformer.py"),
+    "vit_tiny": ("test accuracy", "shapes, patch 4, width 64",
+                 {"jax": 0.647, "tensorflow": 0.648}, "recipes/vit.py"),
     "gan": ("judge confidence", "digits", {"jax": 0.857}, "recipes/gan.py"),
     "dcgan": ("judge confidence", "digits", {"jax": 0.838}, "recipes/dcgan.py"),
     "conv_vae": ("judge confidence", "digits", {"jax": 0.881}, "recipes/vae.py"),
