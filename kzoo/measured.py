@@ -42,7 +42,7 @@ MEASURED = {
     "transformer": ("test exact match", "numbers_en_fr",
                     {"jax": 0.993, "tensorflow": 0.999}, "recipes/transformer.py"),
     "transformer_lm": ("test perplexity per character", "python_docs, uniform 97",
-                       {"jax": 12.52, "tensorflow": 12.56}, "recipes/lm.py"),
+                       {"jax": 12.52, "torch": 13.36, "tensorflow": 12.56}, "recipes/lm.py"),
     "vit_tiny": ("test accuracy", "shapes, patch 4, width 64",
                  {"jax": 0.647, "torch": 0.620, "tensorflow": 0.648}, "recipes/vit.py"),
     "gan": ("judge confidence", "digits", {"jax": 0.857}, "recipes/gan.py"),
