@@ -40,7 +40,7 @@ MEASURED = {
     "seq2seq_attention": ("test exact match", "dates",
                           {"jax": 1.0, "torch": 1.0, "tensorflow": 1.0}, "recipes/seq2seq.py"),
     "transformer": ("test exact match", "numbers_en_fr",
-                    {"jax": 0.993, "tensorflow": 0.999}, "recipes/transformer.py"),
+                    {"jax": 0.993, "torch": 0.992, "tensorflow": 0.999}, "recipes/transformer.py"),
     "transformer_lm": ("test perplexity per character", "python_docs, uniform 97",
                        {"jax": 12.52, "torch": 13.36, "tensorflow": 12.56}, "recipes/lm.py"),
     "vit_tiny": ("test accuracy", "shapes, patch 4, width 64",
