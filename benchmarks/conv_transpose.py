@@ -4,8 +4,13 @@ on JAX (see benchmarks/README.md).
 
     KERAS_BACKEND=jax python benchmarks/conv_transpose.py
     KERAS_BACKEND=tensorflow python benchmarks/conv_transpose.py
+
+`--ops keras` times Keras' own ops (what `keras.layers.Conv2D*` run), `--ops
+kzoo` the kernels kzoo's layers run (`kzoo.backend.fastpath`), `--ops both`
+(the default) one after the other.
 """
 
+import argparse
 import os
 import statistics
 import time
@@ -27,8 +32,14 @@ CASES = {  # name: (transposed?, input shape, kernel shape), as in kzoo's dcgan
 }
 
 
+from kzoo.backend import fastpath  # noqa: E402
+
+OPS = {"keras": (ops.conv, ops.conv_transpose), "kzoo": (fastpath.conv, fastpath.conv_transpose)}
+USE = ["keras"]
+
+
 def loss(transposed, x, k, grad=True):
-    conv = ops.conv_transpose if transposed else ops.conv
+    conv = OPS[USE[0]][1 if transposed else 0]
     y = conv(x, k, strides=2, padding="same")
     return ops.sum(y * y)
 
@@ -70,6 +81,15 @@ def runner(transposed, x, k, grad):
 
 
 def main(repeats=15):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--ops", choices=["keras", "kzoo", "both"], default="both")
+    which = parser.parse_args().ops
+    for use in (["keras", "kzoo"] if which == "both" else [which]):
+        USE[0] = use
+        time_all(repeats)
+
+
+def time_all(repeats):
     rng = np.random.default_rng(0)
     for name, (transposed, x_shape, k_shape) in CASES.items():
         x = rng.standard_normal(x_shape).astype("float32")
@@ -82,7 +102,7 @@ def main(repeats=15):
                 t = time.perf_counter()
                 run()
                 times.append(time.perf_counter() - t)
-            print(f"{keras.config.backend():10s} {name:40s} {'fwd+bwd' if grad else 'fwd':8s} "
+            print(f"{keras.config.backend():10s} {USE[0]:5s} {name:40s} {'fwd+bwd' if grad else 'fwd':8s} "
                   f"median {1000 * statistics.median(times):8.1f} ms")
 
 

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 import kzoo
+from kzoo.layers import fast
 from kzoo.layers.conv import conv, conv_bn_act
 
 TINY = {"num_classes": 4, "widths": (4, 8), "convs_per_stage": 1}
@@ -15,7 +16,7 @@ def test_rank_follows_input_shape():
     signals = kzoo.create_model("simple_cnn", input_shape=(40, 1), **small)
     images = kzoo.create_model("simple_cnn", input_shape=(32, 32, 3), **small)
     assert type(signals.get_layer("stage1_1_conv")) is keras.layers.Conv1D
-    assert type(images.get_layer("stage1_1_conv")) is keras.layers.Conv2D
+    assert type(images.get_layer("stage1_1_conv")) is fast.Conv2D  # a keras.layers.Conv2D
     assert signals.output_shape == images.output_shape == (None, 10)
     # Three stages of two convs: 3 * 2 conv layers.
     convs = [layer for layer in images.layers if layer.name.endswith("_conv")]

@@ -14,6 +14,8 @@ so a block computes exactly what its `torch.nn` counterpart does.
 
 import keras
 
+from kzoo.layers import fast
+
 # torch.nn.BatchNorm defaults (momentum 0.1 in torch is 0.9 in Keras): they
 # also suit the short runs of kzoo's recipes better than Keras' 0.99.
 BN_MOMENTUM = 0.9
@@ -25,13 +27,13 @@ CONV_INITIALIZER = {
     "config": {"scale": 2.0, "mode": "fan_out", "distribution": "untruncated_normal"},
 }
 
-_CONV = {1: keras.layers.Conv1D, 2: keras.layers.Conv2D}
+_CONV = {1: keras.layers.Conv1D, 2: fast.Conv2D}
 _PAD = {1: keras.layers.ZeroPadding1D, 2: keras.layers.ZeroPadding2D}
 _POOL = {
     ("max", 1): keras.layers.MaxPooling1D,
-    ("max", 2): keras.layers.MaxPooling2D,
+    ("max", 2): fast.MaxPooling2D,
     ("avg", 1): keras.layers.AveragePooling1D,
-    ("avg", 2): keras.layers.AveragePooling2D,
+    ("avg", 2): fast.AveragePooling2D,
 }
 _GLOBAL_POOL = {
     ("max", 1): keras.layers.GlobalMaxPooling1D,
@@ -98,7 +100,7 @@ def batch_norm(x, *, zero_gamma=False, name):
             ending here starts as the identity. Defaults to False.
         name: str. Layer name.
     """
-    return keras.layers.BatchNormalization(
+    return fast.BatchNormalization(
         momentum=BN_MOMENTUM,
         epsilon=BN_EPSILON,
         gamma_initializer="zeros" if zero_gamma else "ones",

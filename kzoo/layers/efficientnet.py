@@ -11,6 +11,7 @@ import math
 
 import keras
 
+from kzoo.layers import fast
 from kzoo.layers.conv import batch_norm, conv_bn_act, zero_pad
 
 # The paper's grid-searched constants: depth alpha, width beta, resolution
@@ -89,8 +90,8 @@ def squeeze_excite(x, squeeze_filters, *, name):
     """
     channels = x.shape[-1]
     s = keras.layers.GlobalAveragePooling2D(keepdims=True, name=f"{name}_squeeze")(x)  # (B, 1, 1, C)
-    s = keras.layers.Conv2D(squeeze_filters, 1, activation="silu", name=f"{name}_reduce")(s)
-    s = keras.layers.Conv2D(channels, 1, activation="sigmoid", name=f"{name}_expand")(s)
+    s = fast.Conv2D(squeeze_filters, 1, activation="silu", name=f"{name}_reduce")(s)
+    s = fast.Conv2D(channels, 1, activation="sigmoid", name=f"{name}_expand")(s)
     return keras.layers.Multiply(name=f"{name}_excite")([x, s])
 
 

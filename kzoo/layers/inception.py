@@ -13,6 +13,7 @@ import numpy as np
 from keras import ops
 
 from kzoo import validation
+from kzoo.layers import fast
 from kzoo.layers.conv import conv_bn_act
 
 
@@ -186,7 +187,7 @@ def inception_module(
     branch_1 = unit(x, filters_1x1, 1, "1x1")
     branch_3 = unit(unit(x, reduce_3x3, 1, "3x3_reduce"), filters_3x3, 3, "3x3")
     branch_5 = unit(unit(x, reduce_5x5, 1, "5x5_reduce"), filters_5x5, 5, "5x5")
-    branch_pool = keras.layers.MaxPooling2D(3, strides=1, padding="same", name=f"{name}_pool")(x)
+    branch_pool = fast.MaxPooling2D(3, strides=1, padding="same", name=f"{name}_pool")(x)
     branch_pool = unit(branch_pool, pool_proj, 1, "pool_proj")
     return keras.layers.Concatenate(name=f"{name}_concat")(
         [branch_1, branch_3, branch_5, branch_pool]

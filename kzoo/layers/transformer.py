@@ -22,6 +22,7 @@ import keras
 from keras import ops
 
 from kzoo import validation
+from kzoo.layers import fast
 
 # Added to the scores of masked positions. Softmax runs in float32, so this is
 # safe under mixed precision and a fully masked row gives uniform weights
@@ -833,7 +834,7 @@ class PatchEmbedding(keras.layers.Layer):
                 "divisible by patch_size, so resize the images or change patch_size."
             )
         self.grid = (height // self.patch_size, width // self.patch_size)
-        self.projection = keras.layers.Conv2D(
+        self.projection = fast.Conv2D(
             self.embed_dim, self.patch_size, strides=self.patch_size,
             kernel_initializer=self.kernel_initializer, dtype=self.dtype_policy,
             name="projection",

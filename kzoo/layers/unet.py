@@ -11,6 +11,8 @@ import math
 import keras
 from keras import ops
 
+from kzoo.layers import fast
+
 
 def _groups(channels, groups):
     """The largest divisor of `channels` not above `groups`."""
@@ -90,16 +92,16 @@ class TimeResidualBlock(keras.layers.Layer):
     def build(self, input_shape):
         x_shape, t_shape = input_shape
         channels = x_shape[-1]
-        self.norm_1 = keras.layers.GroupNormalization(_groups(channels, self.groups), name="norm_1")
-        self.conv_1 = keras.layers.Conv2D(self.filters, 3, padding="same", name="conv_1")
+        self.norm_1 = fast.GroupNormalization(_groups(channels, self.groups), name="norm_1")
+        self.conv_1 = fast.Conv2D(self.filters, 3, padding="same", name="conv_1")
         self.time_dense = keras.layers.Dense(self.filters, name="time_dense")
-        self.norm_2 = keras.layers.GroupNormalization(_groups(self.filters, self.groups), name="norm_2")
+        self.norm_2 = fast.GroupNormalization(_groups(self.filters, self.groups), name="norm_2")
         self.drop = keras.layers.Dropout(self.dropout, name="dropout")
         # Zero-initialised last convolution: each block starts as the identity.
-        self.conv_2 = keras.layers.Conv2D(self.filters, 3, padding="same",
+        self.conv_2 = fast.Conv2D(self.filters, 3, padding="same",
                                           kernel_initializer="zeros", name="conv_2")
         self.skip = (
-            keras.layers.Conv2D(self.filters, 1, name="skip") if channels != self.filters else None
+            fast.Conv2D(self.filters, 1, name="skip") if channels != self.filters else None
         )
         hidden = (*x_shape[:-1], self.filters)
         self.norm_1.build(x_shape)
@@ -158,7 +160,7 @@ class SpatialSelfAttention(keras.layers.Layer):
                 f"Received num_heads={self.num_heads} for {channels} channels; expected a "
                 "divisor of the channels, so change num_heads or the filters."
             )
-        self.norm = keras.layers.GroupNormalization(_groups(channels, self.groups), name="norm")
+        self.norm = fast.GroupNormalization(_groups(channels, self.groups), name="norm")
         self.attention = keras.layers.MultiHeadAttention(
             self.num_heads, channels // self.num_heads, name="attention"
         )
@@ -214,7 +216,7 @@ def build_unet(
     t = keras.layers.Dense(time_dim, activation="silu", name="time_mlp_0")(t)
     t = keras.layers.Dense(time_dim, name="time_mlp_1")(t)  # (B, 4f)
 
-    x = keras.layers.Conv2D(filters, 3, padding="same", name="stem")(noisy)
+    x = fast.Conv2D(filters, 3, padding="same", name="stem")(noisy)
     skips, size = [], image_size
     for level, mult in enumerate(channel_multipliers):
         x = TimeResidualBlock(filters * mult, dropout=dropout, name=f"down_{level}_res")([x, t])
@@ -222,7 +224,7 @@ def build_unet(
             x = SpatialSelfAttention(name=f"down_{level}_attn")(x)
         skips.append(x)
         if level < len(channel_multipliers) - 1:
-            x = keras.layers.Conv2D(filters * mult, 3, strides=2, padding="same",
+            x = fast.Conv2D(filters * mult, 3, strides=2, padding="same",
                                     name=f"down_{level}_pool")(x)
             size //= 2
 
@@ -239,11 +241,11 @@ def build_unet(
             x = SpatialSelfAttention(name=f"up_{level}_attn")(x)
         if level > 0:
             x = keras.layers.UpSampling2D(2, name=f"up_{level}_upsample")(x)
-            x = keras.layers.Conv2D(filters * channel_multipliers[level - 1], 3, padding="same",
+            x = fast.Conv2D(filters * channel_multipliers[level - 1], 3, padding="same",
                                     name=f"up_{level}_conv")(x)
             size *= 2
 
-    x = keras.layers.GroupNormalization(_groups(filters, 8), name="out_norm")(x)
+    x = fast.GroupNormalization(_groups(filters, 8), name="out_norm")(x)
     x = keras.layers.Activation("silu", name="out_silu")(x)
-    noise = keras.layers.Conv2D(channels, 3, padding="same", dtype="float32", name="out_conv")(x)
+    noise = fast.Conv2D(channels, 3, padding="same", dtype="float32", name="out_conv")(x)
     return keras.Model([noisy, timesteps], noise, name=name)

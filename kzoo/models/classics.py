@@ -11,6 +11,7 @@ Each matches its published trainable parameter count (see the docstrings;
 import keras
 
 from kzoo import validation
+from kzoo.layers import fast
 from kzoo.layers.conv import conv_bn_act, global_pool, pool, zero_pad
 from kzoo.layers.efficientnet import mbconv_block, round_filters, round_repeats
 from kzoo.layers.inception import (
@@ -85,9 +86,9 @@ class LeNet5(ZooModel):
 
         # === Layers and functional graph ===
         inputs = keras.Input(input_shape, name="images")
-        x = keras.layers.Conv2D(6, 5, activation=activation, name="c1")(inputs)  # (B, 28, 28, 6)
+        x = fast.Conv2D(6, 5, activation=activation, name="c1")(inputs)  # (B, 28, 28, 6)
         x = pool(x, pooling, 2, name="s2")  # (B, 14, 14, 6)
-        x = keras.layers.Conv2D(16, 5, activation=activation, name="c3")(x)  # (B, 10, 10, 16)
+        x = fast.Conv2D(16, 5, activation=activation, name="c3")(x)  # (B, 10, 10, 16)
         x = pool(x, pooling, 2, name="s4")  # (B, 5, 5, 16)
         x = keras.layers.Flatten(name="flatten")(x)  # (B, 400)
         x = keras.layers.Dense(120, activation=activation, name="c5")(x)
@@ -177,7 +178,7 @@ class AlexNet(ZooModel):
             # PyTorch padding: 2 around the 11x11 stride-4 conv (224 -> 55), "same" elsewhere.
             if strides > 1:
                 x = zero_pad(x, 2, name=f"conv{index}_pad")
-            return keras.layers.Conv2D(
+            return fast.Conv2D(
                 filters[index - 1], kernel_size, strides=strides,
                 padding="valid" if strides > 1 else "same", groups=groups[index - 1],
                 activation="relu", name=f"conv{index}",

@@ -21,6 +21,7 @@ import numpy as np
 from keras import ops
 
 from kzoo import validation
+from kzoo.layers import fast
 from kzoo.registry import register_model
 
 
@@ -362,7 +363,7 @@ class GAN(AdversarialModel):
         x = z
         for i, units in enumerate(hidden_units):
             x = keras.layers.Dense(units, use_bias=False, name=f"g_dense_{i}")(x)
-            x = keras.layers.BatchNormalization(name=f"g_bn_{i}")(x)
+            x = fast.BatchNormalization(name=f"g_bn_{i}")(x)
             x = keras.layers.ReLU(name=f"g_relu_{i}")(x)
         x = keras.layers.Dense(pixels, name="g_out")(x)
         x = keras.layers.Activation("tanh", dtype="float32", name="g_tanh")(x)
@@ -469,16 +470,16 @@ class DCGAN(AdversarialModel):
         # === Generator: z -> (size/4)^2 map -> two 2x transposed convs -> image ===
         z = keras.Input((latent_dim,), name="latent")
         x = keras.layers.Dense(base * base * 2 * filters, use_bias=False, name="g_project")(z)
-        x = keras.layers.BatchNormalization(name="g_project_bn")(x)
+        x = fast.BatchNormalization(name="g_project_bn")(x)
         x = keras.layers.ReLU(name="g_project_relu")(x)
         x = keras.layers.Reshape((base, base, 2 * filters), name="g_reshape")(x)  # (B, s/4, s/4, 2f)
         for i, width in enumerate((2 * filters, filters)):
-            x = keras.layers.Conv2DTranspose(
+            x = fast.Conv2DTranspose(
                 width, 4, strides=2, padding="same", use_bias=False, name=f"g_deconv_{i}"
             )(x)
-            x = keras.layers.BatchNormalization(name=f"g_bn_{i}")(x)
+            x = fast.BatchNormalization(name=f"g_bn_{i}")(x)
             x = keras.layers.ReLU(name=f"g_relu_{i}")(x)  # (B, s/2 then s, ...)
-        x = keras.layers.Conv2D(channels, 3, padding="same", name="g_out")(x)
+        x = fast.Conv2D(channels, 3, padding="same", name="g_out")(x)
         x = keras.layers.Activation("tanh", dtype="float32", name="g_tanh")(x)
         x = _from_unit(value_range, "g_rescale")(x)
         generator = keras.Model(z, x, name="generator")
@@ -486,11 +487,11 @@ class DCGAN(AdversarialModel):
         # === Discriminator: image -> two stride-2 convs -> one logit ===
         images = keras.Input(image_shape, name="images")
         x = _to_unit(value_range, "d_rescale")(images)
-        x = keras.layers.Conv2D(filters, 4, strides=2, padding="same", name="d_conv_0")(x)
+        x = fast.Conv2D(filters, 4, strides=2, padding="same", name="d_conv_0")(x)
         x = keras.layers.LeakyReLU(0.2, name="d_lrelu_0")(x)
-        x = keras.layers.Conv2D(2 * filters, 4, strides=2, padding="same", use_bias=False,
+        x = fast.Conv2D(2 * filters, 4, strides=2, padding="same", use_bias=False,
                                 name="d_conv_1")(x)
-        x = keras.layers.BatchNormalization(name="d_bn_1")(x)
+        x = fast.BatchNormalization(name="d_bn_1")(x)
         x = keras.layers.LeakyReLU(0.2, name="d_lrelu_1")(x)  # (B, s/4, s/4, 2f)
         x = keras.layers.Flatten(name="d_flatten")(x)
         if dropout:

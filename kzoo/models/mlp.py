@@ -3,6 +3,7 @@
 import keras
 
 from kzoo import validation
+from kzoo.layers import fast
 from kzoo.models.base import ZooModel
 from kzoo.registry import register_model
 
@@ -103,7 +104,7 @@ class MLP(ZooModel):
                 units, use_bias=not batch_norm, kernel_regularizer=regularizer, name=f"dense_{i}"
             )(x)
             if batch_norm:
-                x = keras.layers.BatchNormalization(name=f"bn_{i}")(x)
+                x = fast.BatchNormalization(name=f"bn_{i}")(x)
             x = keras.layers.Activation(activation, name=f"act_{i}")(x)
             if dropout:
                 x = keras.layers.Dropout(dropout, name=f"dropout_{i}")(x)

@@ -17,6 +17,7 @@ import numpy as np
 from keras import ops
 
 from kzoo import validation
+from kzoo.layers import fast
 from kzoo.models.base import SelfLossMixin, ZooModel
 from kzoo.registry import register_model
 
@@ -365,9 +366,9 @@ class ConvVAE(VariationalAutoencoder):
 
         # === Encoder: two stride-2 convs -> dense -> (z_mean, z_log_var) ===
         images = keras.Input(image_shape, name="images")
-        x = keras.layers.Conv2D(filters, 3, strides=2, padding="same", activation="relu",
+        x = fast.Conv2D(filters, 3, strides=2, padding="same", activation="relu",
                                 name="enc_conv_0")(images)
-        x = keras.layers.Conv2D(2 * filters, 3, strides=2, padding="same", activation="relu",
+        x = fast.Conv2D(2 * filters, 3, strides=2, padding="same", activation="relu",
                                 name="enc_conv_1")(x)  # (B, s/4, s/4, 2f)
         x = keras.layers.Flatten(name="enc_flatten")(x)
         x = keras.layers.Dense(hidden_units, activation="relu", name="enc_dense")(x)
@@ -380,11 +381,11 @@ class ConvVAE(VariationalAutoencoder):
         x = keras.layers.Dense(hidden_units, activation="relu", name="dec_dense")(z)
         x = keras.layers.Dense(base * base * 2 * filters, activation="relu", name="dec_project")(x)
         x = keras.layers.Reshape((base, base, 2 * filters), name="dec_reshape")(x)
-        x = keras.layers.Conv2DTranspose(2 * filters, 3, strides=2, padding="same",
+        x = fast.Conv2DTranspose(2 * filters, 3, strides=2, padding="same",
                                          activation="relu", name="dec_deconv_0")(x)
-        x = keras.layers.Conv2DTranspose(filters, 3, strides=2, padding="same",
+        x = fast.Conv2DTranspose(filters, 3, strides=2, padding="same",
                                          activation="relu", name="dec_deconv_1")(x)
-        x = keras.layers.Conv2D(channels, 3, padding="same", name="dec_out")(x)
+        x = fast.Conv2D(channels, 3, padding="same", name="dec_out")(x)
         x = keras.layers.Activation("sigmoid", dtype="float32", name="dec_sigmoid")(x)
         decoder = keras.Model(z, x, name="decoder")
 

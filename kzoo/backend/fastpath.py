@@ -1,0 +1,344 @@
+"""Faster kernels for convolutions and batch norm, with Keras' numerics.
+
+Keras writes each op once for every backend; on two of them the generic path
+is much slower than the engine allows, and the benchmarks against native
+PyTorch (`benchmarks/README.md`) show it:
+
+- **torch, channels-last convolutions.** Keras moves every input from NHWC to
+  NCHW with `permute(...).contiguous()` and then back to channels-last memory
+  with a second copy. A permuted NHWC tensor already *is* a channels-last
+  NCHW tensor, so `conv` and `conv_transpose` here hand the permuted view to
+  `torch.nn.functional` and copy nothing.
+- **torch, batch norm.** Keras computes the moments with four generic ops and
+  normalises with three more; `batch_norm` runs one `native_batch_norm`.
+- **torch, group norm.** Keras reshapes into groups and runs generic moments;
+  `group_norm` runs one `group_norm` kernel on the channels-last view.
+- **torch, pooling.** The same two copies as convolutions, avoided alike.
+- **jax, max pooling.** XLA's gradient of max pooling (`select_and_scatter`)
+  takes 28 ms for one 2 x 2 pooling of a (64, 32, 32, 32) batch on 2 cores;
+  for non-overlapping windows `pool` writes it as a gather of each window's
+  first maximum instead, the same gradient.
+- **jax, transposed convolutions.** XLA on CPU takes the kernel gradient of a
+  strided transposed convolution (a convolution with window dilation) to a
+  slow generic loop, 20x slower than TensorFlow. `conv_transpose` gives it a
+  custom gradient: one matrix product per kernel tap.
+
+Everything else (other backends, ranks, layouts) falls through to `keras.ops`.
+The layers in `kzoo.layers.fast` call these functions; this module is the only
+place where that choice depends on `keras.config.backend()`.
+"""
+
+import functools
+
+import keras
+from keras import ops
+
+
+def _backend():
+    return keras.config.backend()
+
+
+def _tuple(value, rank):
+    return tuple(value) if isinstance(value, (tuple, list)) else (value,) * rank
+
+
+# === Padding arithmetic, as Keras defines it ===
+def same_padding(length, kernel_size, stride, dilation):
+    """`(left, right)` zero padding of Keras' `"same"` convolution on one axis."""
+    effective = (kernel_size - 1) * dilation + 1
+    out = -(-length // stride)
+    total = max(0, (out - 1) * stride + effective - length)
+    return total // 2, total - total // 2
+
+
+def conv_transpose_padding(kernel_size, stride, dilation, padding, output_padding):
+    """`(left, right)` padding of the dilated input of Keras' `conv_transpose`.
+
+    A transposed convolution is a stride-1 convolution of the input dilated by
+    `stride` (with `stride - 1` zeros between its entries), padded by these
+    amounts, with the flipped kernel. The arithmetic is Keras' own, so every
+    backend gives the same output shape.
+    """
+    effective = (kernel_size - 1) * dilation + 1
+    if padding == "valid":
+        if output_padding is None:
+            output_padding = max(effective, stride) - effective
+        return effective - 1, effective - 1 + output_padding
+    if output_padding is None:
+        total = stride + effective - 2
+    else:
+        total = effective + effective % 2 - 2 + output_padding
+    left = min(total // 2 + total % 2, effective - 1)
+    return left, total - left
+
+
+# === Convolution ===
+def conv(inputs, kernel, strides=1, padding="valid", dilation_rate=1,
+         data_format="channels_last"):
+    """`keras.ops.conv`, without layout copies for 2-D channels-last on torch."""
+    inputs, kernel = ops.convert_to_tensor(inputs), ops.convert_to_tensor(kernel)
+    if _backend() == "torch" and data_format == "channels_last" and inputs.ndim == 4:
+        return _torch_conv2d(inputs, kernel, _tuple(strides, 2), padding,
+                             _tuple(dilation_rate, 2))
+    return ops.conv(inputs, kernel, strides=strides, padding=padding,
+                    dilation_rate=dilation_rate, data_format=data_format)
+
+
+def conv_transpose(inputs, kernel, strides=1, padding="valid", output_padding=None,
+                   dilation_rate=1, data_format="channels_last"):
+    """`keras.ops.conv_transpose`, faster for 2-D channels-last on torch and jax."""
+    inputs, kernel = ops.convert_to_tensor(inputs), ops.convert_to_tensor(kernel)
+    fast = data_format == "channels_last" and inputs.ndim == 4
+    strides, dilation = _tuple(strides, 2), _tuple(dilation_rate, 2)
+    out_pad = (None, None) if output_padding is None else _tuple(output_padding, 2)
+    pads = [conv_transpose_padding(kernel.shape[i], strides[i], dilation[i], padding,
+                                   out_pad[i]) for i in range(2)]
+    if fast and _backend() == "torch":
+        return _torch_conv_transpose2d(inputs, kernel, strides, pads, dilation)
+    if fast and _backend() == "jax" and dilation == (1, 1):
+        return _jax_conv_transpose2d(inputs, kernel, strides, pads)
+    return ops.conv_transpose(inputs, kernel, strides=strides, padding=padding,
+                              output_padding=output_padding, dilation_rate=dilation_rate,
+                              data_format=data_format)
+
+
+# === Pooling ===
+def pool(inputs, kind, pool_size, strides=None, padding="valid",
+         data_format="channels_last"):
+    """`keras.ops.max_pool` (`kind="max"`) or `average_pool` (`"avg"`), faster.
+
+    On torch, 2-D channels-last pooling without layout copies when Keras'
+    padding is symmetric; on jax, non-overlapping max pooling (strides equal
+    to the window, `"valid"`) with a gradient that routes each window's
+    gradient to its first maximum, as XLA's own does, without XLA's slow
+    `select_and_scatter`.
+    """
+    inputs = ops.convert_to_tensor(inputs)
+    pool_size = _tuple(pool_size, 2)
+    strides = pool_size if strides is None else _tuple(strides, 2)
+    fast = data_format == "channels_last" and inputs.ndim == 4
+    pairs = [(0, 0)] * 2 if padding == "valid" or not fast else [
+        same_padding(inputs.shape[1 + i], pool_size[i], strides[i], 1) for i in range(2)]
+    if fast and _backend() == "torch" and all(lo == hi for lo, hi in pairs):
+        return _torch_pool2d(inputs, kind, pool_size, strides, tuple(lo for lo, _ in pairs))
+    if (fast and _backend() == "jax" and kind == "max" and strides == pool_size
+            and pairs == [(0, 0)] * 2):  # "same" that pads nothing is "valid"
+        return _jax_blocked_max_pool(inputs, pool_size)
+    keras_pool = ops.max_pool if kind == "max" else ops.average_pool
+    return keras_pool(inputs, pool_size, strides=strides, padding=padding,
+                      data_format=data_format)
+
+
+def _torch_pool2d(inputs, kind, pool_size, strides, padding):
+    import torch.nn.functional as F
+
+    x = inputs.permute(0, 3, 1, 2)
+    if kind == "max":
+        y = F.max_pool2d(x, pool_size, strides, padding)
+    else:  # Keras averages over the window's valid entries only
+        y = F.avg_pool2d(x, pool_size, strides, padding, count_include_pad=False)
+    return y.permute(0, 2, 3, 1)
+
+
+def _jax_blocked_max_pool(inputs, pool_size):
+    (kh, kw), (_, h, w, _) = pool_size, inputs.shape
+    x = inputs[:, : h - h % kh, : w - w % kw]  # "valid" drops the remainder
+    return _blocked_max_with_vjp()(x, pool_size)
+
+
+@functools.cache
+def _blocked_max_with_vjp():
+    import jax
+    import jax.numpy as jnp
+
+    def windows(x, pool_size):  # (B, H, W, C) -> (B, H / kh, W / kw, C, kh * kw)
+        (kh, kw), (b, h, w, c) = pool_size, x.shape
+        x = x.reshape(b, h // kh, kh, w // kw, kw, c).transpose(0, 1, 3, 5, 2, 4)
+        return x.reshape(b, h // kh, w // kw, c, kh * kw)
+
+    @functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+    def blocked_max(x, pool_size):
+        return jnp.max(windows(x, pool_size), axis=-1)
+
+    def forward(x, pool_size):
+        tiles = windows(x, pool_size)
+        return jnp.max(tiles, axis=-1), jnp.argmax(tiles, axis=-1)
+
+    def backward(pool_size, first_max, dy):
+        (kh, kw), (b, rows, cols, c) = pool_size, first_max.shape
+        dx = jax.nn.one_hot(first_max, kh * kw, dtype=dy.dtype) * dy[..., None]
+        dx = dx.reshape(b, rows, cols, c, kh, kw).transpose(0, 1, 4, 2, 5, 3)
+        return (dx.reshape(b, rows * kh, cols * kw, c),)
+
+    blocked_max.defvjp(forward, backward)
+    return blocked_max
+
+
+# === Batch norm ===
+def fused_batch_norm_available(inputs, axis):
+    """Whether `batch_norm` has a fused kernel for these inputs on this backend."""
+    if _backend() != "torch":
+        return False
+    axes = [axis] if isinstance(axis, int) else list(axis)
+    return inputs.ndim in (2, 4) and [a % inputs.ndim for a in axes] == [inputs.ndim - 1]
+
+
+def batch_norm(inputs, gamma, beta, moving_mean, moving_variance, training, epsilon):
+    """Batch norm over the last axis of 2-D or 4-D inputs, fused (torch).
+
+    Args:
+        inputs: tensor. `(batch, channels)` or `(batch, height, width,
+            channels)`.
+        gamma, beta: tensors of shape `(channels,)` or `None`.
+        moving_mean, moving_variance: tensors of shape `(channels,)`, used
+            when `training` is false.
+        training: bool. Normalise with the batch's statistics.
+        epsilon: float.
+
+    Returns:
+        `(outputs, mean, variance)`: the batch's mean and biased variance when
+        training (what Keras' moving averages take), else the moving ones.
+        Call only where `fused_batch_norm_available` says so.
+    """
+    import torch
+
+    x = inputs.permute(0, 3, 1, 2) if inputs.ndim == 4 else inputs  # a channels-last view
+    if not training:
+        out = torch.nn.functional.batch_norm(x, moving_mean, moving_variance, gamma, beta,
+                                             False, 0.0, epsilon)
+        mean, variance = moving_mean, moving_variance
+    else:
+        out, mean, invstd = torch.native_batch_norm(x, gamma, beta, None, None, True,
+                                                    0.0, epsilon)
+        variance = invstd.detach().pow(-2) - epsilon
+        mean = mean.detach()
+    out = out.permute(0, 2, 3, 1) if inputs.ndim == 4 else out
+    return out, mean, variance
+
+
+def fused_group_norm_available(inputs, axis):
+    """Whether `group_norm` has a fused kernel for these inputs on this backend."""
+    return _backend() == "torch" and inputs.ndim == 4 and axis % 4 == 3
+
+
+def group_norm(inputs, groups, gamma, beta, epsilon):
+    """Group norm over the channels of a `(batch, height, width, channels)` input.
+
+    One `torch.nn.functional.group_norm` on the channels-last view. Call only
+    where `fused_group_norm_available` says so.
+    """
+    import torch
+
+    x = inputs.permute(0, 3, 1, 2)
+    return torch.nn.functional.group_norm(x, groups, gamma, beta, epsilon).permute(0, 2, 3, 1)
+
+
+# === torch: NHWC tensors viewed as channels-last NCHW ===
+def _torch_conv2d(inputs, kernel, strides, padding, dilation):
+    import torch.nn.functional as F
+
+    x = inputs.permute(0, 3, 1, 2)  # (B, C, H, W) view of channels-last memory
+    w = kernel.permute(3, 2, 0, 1)  # (out, in / groups, kh, kw)
+    groups = x.shape[1] // w.shape[1]
+    pad = (0, 0)
+    if padding == "same":
+        pairs = [same_padding(x.shape[2 + i], w.shape[2 + i], strides[i], dilation[i])
+                 for i in range(2)]
+        if all(lo == hi for lo, hi in pairs):
+            pad = tuple(lo for lo, _ in pairs)
+        else:
+            x = F.pad(x, (*pairs[1], *pairs[0]))
+    y = F.conv2d(x, w, None, strides, pad, dilation, groups)
+    return y.permute(0, 2, 3, 1)
+
+
+def _torch_conv_transpose2d(inputs, kernel, strides, pads, dilation):
+    import torch.nn.functional as F
+
+    x = inputs.permute(0, 3, 1, 2)
+    w = kernel.permute(3, 2, 0, 1)  # Keras (kh, kw, out, in) -> torch (in, out, kh, kw)
+    # Torch computes the full output, (n - 1) * s + k, and crops `padding` on
+    # both sides; Keras' padding of the dilated input says how much to keep.
+    crops = [(w.shape[2 + i] - 1) * dilation[i] - pads[i][0] for i in range(2)]
+    crops_right = [(w.shape[2 + i] - 1) * dilation[i] - pads[i][1] for i in range(2)]
+    if crops == crops_right and min(crops) >= 0:
+        y = F.conv_transpose2d(x, w, None, strides, tuple(crops), 0, 1, dilation)
+    else:
+        y = F.conv_transpose2d(x, w, None, strides, 0, 0, 1, dilation)
+        extra = [max(0, -c) for pair in zip(crops, crops_right) for c in pair]
+        if any(extra):
+            y = F.pad(y, (extra[2], extra[3], extra[0], extra[1]))
+        h, wd = y.shape[2], y.shape[3]
+        top, left = max(crops[0], 0), max(crops[1], 0)
+        y = y[:, :, top:h - max(crops_right[0], 0), left:wd - max(crops_right[1], 0)]
+    return y.permute(0, 2, 3, 1)
+
+
+# === jax: transposed convolution with a fast kernel gradient ===
+def _jax_conv_transpose2d(inputs, kernel, strides, pads):
+    import jax.numpy as jnp
+
+    # Keras' kernel is (kh, kw, out, in); the forward convolution of the
+    # dilated input uses it flipped, as (kh, kw, in, out).
+    w = jnp.flip(jnp.swapaxes(kernel, 2, 3), (0, 1))
+    return _dilated_conv(inputs, w, tuple(strides), tuple(map(tuple, pads)))
+
+
+def _lhs_dilated_conv(x, w, strides, pads):
+    import jax
+
+    return jax.lax.conv_general_dilated(
+        x, w, (1, 1), pads, lhs_dilation=strides,
+        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+@functools.cache
+def _dilated_conv_with_vjp():
+    import jax
+    import jax.numpy as jnp
+
+    @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+    def dilated_conv(x, w, strides, pads):
+        return _lhs_dilated_conv(x, w, strides, pads)
+
+    def forward(x, w, strides, pads):
+        return _lhs_dilated_conv(x, w, strides, pads), (x, w)
+
+    def backward(strides, pads, residuals, dy):
+        x, w = residuals
+        # The input gradient is an ordinary strided convolution; XLA's own
+        # transpose rule writes it well.
+        _, input_vjp = jax.vjp(lambda x_: _lhs_dilated_conv(x_, w, strides, pads), x)
+        (dx,) = input_vjp(dy)
+        # y[o] = sum_i xd[o + i] w[i], where xd is x dilated by s and padded
+        # by pads, so xd[pl + p s] = x[p]: dw[i] = sum_p x[p] dy[pl + p s - i].
+        # One strided slice of dy and one matrix product per kernel tap.
+        kh, kw = w.shape[0], w.shape[1]
+        (sh, sw), ((ph, _), (pw, _)) = strides, pads
+        _, in_h, in_w, _ = x.shape
+        span_h, span_w = (in_h - 1) * sh + 1, (in_w - 1) * sw + 1
+        # Zeros around dy so that every slice stays in range.
+        lo_h, lo_w = max(0, kh - 1 - ph), max(0, kw - 1 - pw)
+        hi_h = max(0, ph + span_h - dy.shape[1])
+        hi_w = max(0, pw + span_w - dy.shape[2])
+        dyp = jnp.pad(dy, ((0, 0), (lo_h, hi_h), (lo_w, hi_w), (0, 0)))
+        taps = []
+        for i in range(kh):
+            row = []
+            for j in range(kw):
+                top, left = ph - i + lo_h, pw - j + lo_w
+                window = jax.lax.slice(dyp, (0, top, left, 0),
+                                       (dyp.shape[0], top + span_h, left + span_w,
+                                        dyp.shape[3]), (1, sh, sw, 1))
+                row.append(jnp.einsum("nhwc,nhwd->cd", x, window,
+                                      preferred_element_type=jnp.float32))
+            taps.append(jnp.stack(row))
+        dw = jnp.stack(taps).astype(w.dtype)
+        return dx, dw
+
+    dilated_conv.defvjp(forward, backward)
+    return dilated_conv
+
+
+def _dilated_conv(x, w, strides, pads):
+    return _dilated_conv_with_vjp()(x, w, strides, pads)

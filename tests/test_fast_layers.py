@@ -1,0 +1,178 @@
+"""kzoo.layers.fast computes what Keras' layers compute, forward and backward.
+
+The fast layers run other kernels than Keras (`kzoo.backend.fastpath`): on
+torch copy-free channels-last convolutions and pooling and a fused batch norm,
+on jax a custom kernel gradient for transposed convolutions and a custom
+gradient for max pooling. Each test builds the Keras
+layer and the kzoo layer with the same config and weights and compares
+outputs, input gradients, weight gradients and batch-norm moving statistics,
+over the padding cases where Keras' arithmetic is asymmetric.
+"""
+
+import keras
+import numpy as np
+import pytest
+
+from kzoo.backend.autodiff import value_and_grad
+from kzoo.layers import fast
+
+CONV_CASES = [
+    dict(filters=5, kernel_size=3, padding="same"),
+    dict(filters=5, kernel_size=4, strides=2, padding="same"),  # asymmetric "same"
+    dict(filters=5, kernel_size=3, strides=2, padding="same"),
+    dict(filters=4, kernel_size=3, padding="valid", dilation_rate=2),
+    dict(filters=6, kernel_size=(1, 3), strides=(1, 2), padding="valid", groups=3),
+    dict(filters=5, kernel_size=1, use_bias=False, activation="relu"),
+]
+TRANSPOSE_CASES = [
+    dict(filters=5, kernel_size=4, strides=2, padding="same"),
+    dict(filters=5, kernel_size=3, strides=2, padding="same"),  # asymmetric crop
+    dict(filters=5, kernel_size=3, strides=2, padding="valid"),
+    dict(filters=5, kernel_size=2, strides=2, padding="valid", use_bias=False),
+    dict(filters=5, kernel_size=3, strides=1, padding="same", activation="tanh"),
+    dict(filters=5, kernel_size=3, strides=2, padding="same", output_padding=0),
+    dict(filters=5, kernel_size=5, strides=(2, 3), padding="same"),
+    dict(filters=4, kernel_size=3, strides=1, padding="valid", dilation_rate=2),
+]
+
+
+def _pair(keras_cls, kzoo_cls, config, shape):
+    reference, layer = keras_cls(**config), kzoo_cls(**config)
+    reference.build(shape)
+    layer.build(shape)
+    rng = np.random.default_rng(1)
+    for source, target in zip(reference.weights, layer.weights):
+        value = rng.normal(size=source.shape).astype("float32")
+        source.assign(value)
+        target.assign(value)
+    return reference, layer
+
+
+def _outputs_and_grads(layer, x, training=None):
+    """Output, gradients (input, then trainable weights) and new non-trainables."""
+    weights = [keras.ops.convert_to_numpy(v) for v in layer.trainable_variables]
+    fixed = [keras.ops.convert_to_numpy(v) for v in layer.non_trainable_variables]
+    probe = np.random.default_rng(2).normal(size=layer.compute_output_shape(x.shape))
+    kwargs = {} if training is None else {"training": training}
+
+    def loss(values):
+        y, _ = layer.stateless_call(values[1:], fixed, values[0], **kwargs)
+        return keras.ops.sum(keras.ops.multiply(y, probe.astype("float32")))
+
+    _, grads = value_and_grad(loss, [x, *weights])
+    y, new_fixed = layer.stateless_call(weights, fixed, x, **kwargs)
+    return (keras.ops.convert_to_numpy(y), grads,
+            [keras.ops.convert_to_numpy(v) for v in new_fixed])
+
+
+def _assert_same(reference, layer, x, training=None, atol=1e-4):
+    expected = _outputs_and_grads(reference, x, training)
+    got = _outputs_and_grads(layer, x, training)
+    np.testing.assert_allclose(got[0], expected[0], rtol=1e-4, atol=atol)
+    for g, e in zip(got[1], expected[1]):
+        np.testing.assert_allclose(g, e, rtol=1e-4, atol=atol * max(1.0, np.abs(e).max()))
+    for g, e in zip(got[2], expected[2]):
+        np.testing.assert_allclose(g, e, rtol=1e-4, atol=atol)
+
+
+@pytest.mark.parametrize("config", CONV_CASES, ids=str)
+@pytest.mark.parametrize("size", [(9, 8), (8, 8)])
+def test_conv2d_equals_keras(config, size):
+    shape = (3, *size, 6)
+    reference, layer = _pair(keras.layers.Conv2D, fast.Conv2D, config, shape)
+    x = np.random.default_rng(0).normal(size=shape).astype("float32")
+    _assert_same(reference, layer, x)
+
+
+@pytest.mark.parametrize("config", TRANSPOSE_CASES, ids=str)
+@pytest.mark.parametrize("size", [(7, 6), (4, 4)])
+def test_conv2d_transpose_equals_keras(config, size):
+    shape = (3, *size, 6)
+    reference, layer = _pair(keras.layers.Conv2DTranspose, fast.Conv2DTranspose, config, shape)
+    x = np.random.default_rng(0).normal(size=shape).astype("float32")
+    _assert_same(reference, layer, x)
+
+
+POOL_CASES = [
+    (keras.layers.MaxPooling2D, fast.MaxPooling2D, dict(pool_size=2)),
+    (keras.layers.MaxPooling2D, fast.MaxPooling2D, dict(pool_size=(2, 3))),
+    (keras.layers.MaxPooling2D, fast.MaxPooling2D, dict(pool_size=3, strides=1, padding="same")),
+    (keras.layers.MaxPooling2D, fast.MaxPooling2D, dict(pool_size=2, padding="same")),
+    (keras.layers.MaxPooling2D, fast.MaxPooling2D, dict(pool_size=3, strides=2)),
+    (keras.layers.AveragePooling2D, fast.AveragePooling2D, dict(pool_size=2)),
+    (keras.layers.AveragePooling2D, fast.AveragePooling2D,
+     dict(pool_size=3, strides=1, padding="same")),
+]
+
+
+@pytest.mark.parametrize("classes", POOL_CASES, ids=lambda c: f"{c[0].__name__}-{c[2]}")
+@pytest.mark.parametrize("size", [(9, 8), (8, 8)])
+def test_pooling_equals_keras_including_gradients_at_ties(classes, size):
+    keras_cls, kzoo_cls, config = classes
+    shape = (3, *size, 4)
+    reference, layer = _pair(keras_cls, kzoo_cls, config, shape)
+    # A ReLU's zeros tie inside windows: each window's gradient must go where
+    # Keras sends it (to the first maximum), not be shared.
+    x = np.maximum(np.random.default_rng(0).normal(size=shape), 0).astype("float32")
+    _assert_same(reference, layer, x)
+
+
+@pytest.mark.parametrize("shape", [(16, 5), (4, 3, 5, 6)])
+@pytest.mark.parametrize("training", [True, False])
+def test_batch_norm_equals_keras_and_updates_the_same_statistics(shape, training):
+    config = dict(momentum=0.9, epsilon=1e-5)
+    reference, layer = _pair(keras.layers.BatchNormalization, fast.BatchNormalization,
+                             config, shape)
+    for target in (reference, layer):  # a variance must stay positive
+        target.moving_variance.assign(np.linspace(0.5, 2.0, shape[-1]).astype("float32"))
+    x = (3.0 + 2.0 * np.random.default_rng(0).normal(size=shape)).astype("float32")
+    _assert_same(reference, layer, x, training=training)
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 5, 8), (2, 7, 8)])
+@pytest.mark.parametrize("config", [dict(groups=4), dict(groups=8, center=False, epsilon=1e-5)],
+                         ids=str)
+def test_group_norm_equals_keras(shape, config):
+    reference, layer = _pair(keras.layers.GroupNormalization, fast.GroupNormalization,
+                             config, shape)
+    x = (1.0 + 2.0 * np.random.default_rng(0).normal(size=shape)).astype("float32")
+    _assert_same(reference, layer, x)
+
+
+def test_batch_norm_falls_back_to_keras_for_other_axes_and_masks():
+    reference, layer = _pair(keras.layers.BatchNormalization, fast.BatchNormalization,
+                             dict(axis=1), (4, 3, 5))
+    x = np.random.default_rng(0).normal(size=(4, 3, 5)).astype("float32")
+    _assert_same(reference, layer, x, training=True)
+    mask = np.array([[1, 1, 0]] * 4, dtype=bool)
+    reference, layer = _pair(keras.layers.BatchNormalization, fast.BatchNormalization,
+                             {}, (4, 3, 5))
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(layer(x, training=True, mask=mask)),
+        keras.ops.convert_to_numpy(reference(x, training=True, mask=mask)), atol=1e-5)
+
+
+def test_batch_norm_under_mixed_precision_returns_the_compute_dtype():
+    layer = fast.BatchNormalization(dtype="mixed_float16")
+    x = np.random.default_rng(0).normal(size=(4, 3, 3, 2)).astype("float16")
+    y = layer(x, training=True)
+    assert keras.backend.standardize_dtype(y.dtype) == "float16"
+    assert keras.backend.standardize_dtype(layer.moving_mean.dtype) == "float32"
+
+
+@pytest.mark.parametrize("cls", [fast.Conv2D, fast.Conv2DTranspose, fast.BatchNormalization,
+                                 fast.MaxPooling2D, fast.AveragePooling2D,
+                                 fast.GroupNormalization])
+def test_fast_layers_round_trip_through_a_saved_model(cls, tmp_path):
+    args = {fast.BatchNormalization: {}, fast.MaxPooling2D: {},
+            fast.GroupNormalization: dict(groups=2),
+            fast.AveragePooling2D: dict(pool_size=2)}.get(cls, dict(filters=3, kernel_size=3))
+    inputs = keras.Input((6, 6, 2))
+    model = keras.Model(inputs, cls(**args)(inputs))
+    x = np.random.default_rng(0).normal(size=(2, 6, 6, 2)).astype("float32")
+    path = tmp_path / "model.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path, safe_mode=True)
+    assert type(loaded.layers[-1]) is cls
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(loaded(x)),
+                               keras.ops.convert_to_numpy(model(x)), atol=1e-6)
