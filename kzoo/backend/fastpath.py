@@ -18,10 +18,11 @@ PyTorch (`benchmarks/README.md`) show it:
   takes 28 ms for one 2 x 2 pooling of a (64, 32, 32, 32) batch on 2 cores;
   for non-overlapping windows `pool` writes it as a gather of each window's
   first maximum instead, the same gradient.
-- **jax, transposed convolutions.** XLA on CPU takes the kernel gradient of a
-  strided transposed convolution (a convolution with window dilation) to a
-  slow generic loop, 20x slower than TensorFlow. `conv_transpose` gives it a
-  custom gradient: one matrix product per kernel tap.
+- **jax, transposed convolutions.** XLA on CPU runs a strided transposed
+  convolution (a convolution of a dilated input) and its kernel gradient (a
+  convolution with window dilation) in a slow generic loop, the gradient 20x
+  slower than TensorFlow. `conv_transpose` writes it as one stride-1
+  convolution per output phase instead.
 
 Everything else (other backends, ranks, layouts) falls through to `keras.ops`.
 The layers in `kzoo.layers.fast` call these functions; this module is the only
@@ -274,71 +275,43 @@ def _torch_conv_transpose2d(inputs, kernel, strides, pads, dilation):
     return y.permute(0, 2, 3, 1)
 
 
-# === jax: transposed convolution with a fast kernel gradient ===
+# === jax: transposed convolution as stride-1 convolutions, one per phase ===
 def _jax_conv_transpose2d(inputs, kernel, strides, pads):
+    """Keras' transposed convolution, without a dilated input.
+
+    A transposed convolution is the stride-1 convolution of the input dilated
+    by the stride (zeros between its entries) with the flipped kernel. Output
+    rows of one phase (`o % s == r`) only meet the kernel taps `i` with
+    `i % s == (pad_left - r) % s`, each at an undilated input row; so each of
+    the `s_h * s_w` phases is an ordinary stride-1 convolution of the input
+    with a sub-kernel, and the phases interleave into the output. XLA sends
+    those, and their gradients, to its fast convolution kernel.
+    """
+    import jax
     import jax.numpy as jnp
 
-    # Keras' kernel is (kh, kw, out, in); the forward convolution of the
-    # dilated input uses it flipped, as (kh, kw, in, out).
+    # Keras' kernel is (kh, kw, out, in); the convolution of the dilated
+    # input uses it flipped, as (kh, kw, in, out).
     w = jnp.flip(jnp.swapaxes(kernel, 2, 3), (0, 1))
-    return _dilated_conv(inputs, w, tuple(strides), tuple(map(tuple, pads)))
+    (batch, in_h, in_w, _), (kh, kw, _, channels) = inputs.shape, w.shape
+    (sh, sw), ((top, bottom), (left, right)) = strides, pads
+    out_h = (in_h - 1) * sh + top + bottom - kh + 2
+    out_w = (in_w - 1) * sw + left + right - kw + 2
+    rows_per_phase, cols_per_phase = -(-out_h // sh), -(-out_w // sw)
 
+    def phase(r, c):
+        first_h, first_w = (top - r) % sh, (left - c) % sw
+        sub = w[first_h::sh, first_w::sw]  # the taps this phase meets
+        if sub.shape[0] == 0 or sub.shape[1] == 0:
+            return jnp.zeros((batch, rows_per_phase, cols_per_phase, channels), inputs.dtype)
+        # Output t of the phase reads inputs t + offset .. t + offset + taps - 1.
+        off_h, off_w = (r + first_h - top) // sh, (c + first_w - left) // sw
+        padding = ((-off_h, rows_per_phase + sub.shape[0] - 1 + off_h - in_h),
+                   (-off_w, cols_per_phase + sub.shape[1] - 1 + off_w - in_w))
+        return jax.lax.conv_general_dilated(inputs, sub, (1, 1), padding,
+                                            dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
-def _lhs_dilated_conv(x, w, strides, pads):
-    import jax
-
-    return jax.lax.conv_general_dilated(
-        x, w, (1, 1), pads, lhs_dilation=strides,
-        dimension_numbers=("NHWC", "HWIO", "NHWC"))
-
-
-@functools.cache
-def _dilated_conv_with_vjp():
-    import jax
-    import jax.numpy as jnp
-
-    @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-    def dilated_conv(x, w, strides, pads):
-        return _lhs_dilated_conv(x, w, strides, pads)
-
-    def forward(x, w, strides, pads):
-        return _lhs_dilated_conv(x, w, strides, pads), (x, w)
-
-    def backward(strides, pads, residuals, dy):
-        x, w = residuals
-        # The input gradient is an ordinary strided convolution; XLA's own
-        # transpose rule writes it well.
-        _, input_vjp = jax.vjp(lambda x_: _lhs_dilated_conv(x_, w, strides, pads), x)
-        (dx,) = input_vjp(dy)
-        # y[o] = sum_i xd[o + i] w[i], where xd is x dilated by s and padded
-        # by pads, so xd[pl + p s] = x[p]: dw[i] = sum_p x[p] dy[pl + p s - i].
-        # One strided slice of dy and one matrix product per kernel tap.
-        kh, kw = w.shape[0], w.shape[1]
-        (sh, sw), ((ph, _), (pw, _)) = strides, pads
-        _, in_h, in_w, _ = x.shape
-        span_h, span_w = (in_h - 1) * sh + 1, (in_w - 1) * sw + 1
-        # Zeros around dy so that every slice stays in range.
-        lo_h, lo_w = max(0, kh - 1 - ph), max(0, kw - 1 - pw)
-        hi_h = max(0, ph + span_h - dy.shape[1])
-        hi_w = max(0, pw + span_w - dy.shape[2])
-        dyp = jnp.pad(dy, ((0, 0), (lo_h, hi_h), (lo_w, hi_w), (0, 0)))
-        taps = []
-        for i in range(kh):
-            row = []
-            for j in range(kw):
-                top, left = ph - i + lo_h, pw - j + lo_w
-                window = jax.lax.slice(dyp, (0, top, left, 0),
-                                       (dyp.shape[0], top + span_h, left + span_w,
-                                        dyp.shape[3]), (1, sh, sw, 1))
-                row.append(jnp.einsum("nhwc,nhwd->cd", x, window,
-                                      preferred_element_type=jnp.float32))
-            taps.append(jnp.stack(row))
-        dw = jnp.stack(taps).astype(w.dtype)
-        return dx, dw
-
-    dilated_conv.defvjp(forward, backward)
-    return dilated_conv
-
-
-def _dilated_conv(x, w, strides, pads):
-    return _dilated_conv_with_vjp()(x, w, strides, pads)
+    phases = jnp.stack([jnp.stack([phase(r, c) for c in range(sw)], axis=3)
+                        for r in range(sh)], axis=2)  # (B, rows, sh, cols, sw, C)
+    outputs = phases.reshape(batch, rows_per_phase * sh, cols_per_phase * sw, channels)
+    return outputs[:, :out_h, :out_w]
