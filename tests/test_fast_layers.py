@@ -75,6 +75,36 @@ def _assert_same(reference, layer, x, training=None, atol=1e-4):
         np.testing.assert_allclose(g, e, rtol=1e-4, atol=atol)
 
 
+@pytest.mark.parametrize("config", [dict(units=7), dict(units=4, use_bias=False,
+                                                        activation="gelu")], ids=str)
+@pytest.mark.parametrize("shape", [(3, 5), (3, 5, 6), (2, 3, 4, 6)])
+def test_dense_equals_keras(config, shape):
+    reference, layer = _pair(keras.layers.Dense, fast.Dense, config, shape)
+    x = np.random.default_rng(0).normal(size=shape).astype("float32")
+    _assert_same(reference, layer, x)
+
+
+@pytest.mark.parametrize("axes", [1, 2])
+def test_contract_equals_tensordot_forward_and_backward(axes):
+    from kzoo.backend import fastpath
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2, 3, 4, 5)).astype("float32")
+    kernel = rng.normal(size=(4, 5, 6)[2 - axes:]).astype("float32")
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(fastpath.contract(x, kernel, axes)),
+        np.tensordot(x, kernel, axes), rtol=1e-5, atol=1e-5)
+    probe = rng.normal(size=np.tensordot(x, kernel, axes).shape).astype("float32")
+    _, (gx, gk) = value_and_grad(
+        lambda v: keras.ops.sum(keras.ops.multiply(fastpath.contract(v[0], v[1], axes), probe)),
+        [x, kernel])
+    np.testing.assert_allclose(gx, np.tensordot(probe, kernel, (
+        list(range(probe.ndim - kernel.ndim + axes, probe.ndim)),
+        list(range(axes, kernel.ndim)))), rtol=1e-4, atol=1e-4)
+    lead = list(range(x.ndim - axes))
+    np.testing.assert_allclose(gk, np.tensordot(x, probe, (lead, lead)), rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.parametrize("config", CONV_CASES, ids=str)
 @pytest.mark.parametrize("size", [(9, 8), (8, 8)])
 def test_conv2d_equals_keras(config, size):
@@ -160,11 +190,12 @@ def test_batch_norm_under_mixed_precision_returns_the_compute_dtype():
     assert keras.backend.standardize_dtype(layer.moving_mean.dtype) == "float32"
 
 
-@pytest.mark.parametrize("cls", [fast.Conv2D, fast.Conv2DTranspose, fast.BatchNormalization,
+@pytest.mark.parametrize("cls", [fast.Dense, fast.Conv2D, fast.Conv2DTranspose,
+                                 fast.BatchNormalization,
                                  fast.MaxPooling2D, fast.AveragePooling2D,
                                  fast.GroupNormalization])
 def test_fast_layers_round_trip_through_a_saved_model(cls, tmp_path):
-    args = {fast.BatchNormalization: {}, fast.MaxPooling2D: {},
+    args = {fast.BatchNormalization: {}, fast.MaxPooling2D: {}, fast.Dense: dict(units=3),
             fast.GroupNormalization: dict(groups=2),
             fast.AveragePooling2D: dict(pool_size=2)}.get(cls, dict(filters=3, kernel_size=3))
     inputs = keras.Input((6, 6, 2))

@@ -1,4 +1,4 @@
-"""Keras' Conv2D, Conv2DTranspose, pooling and norms on faster kernels.
+"""Keras' Dense, Conv2D, Conv2DTranspose, pooling and norms on faster kernels.
 
 Each class is the Keras layer of the same name with the same arguments,
 weights, config and numbers; only the kernel it runs differs, chosen by
@@ -15,9 +15,27 @@ from kzoo.backend import fastpath
 
 
 def _add_bias_and_activate(layer, outputs):
-    if layer.use_bias:
+    if getattr(layer, "bias", None) is not None:
         outputs = ops.add(outputs, layer.bias)  # channels last: broadcasts over the last axis
     return layer.activation(outputs) if layer.activation is not None else outputs
+
+
+@keras.saving.register_keras_serializable(package="kzoo")
+class Dense(keras.layers.Dense):
+    """`keras.layers.Dense`, faster on jax for `(batch, length, features)` inputs.
+
+    Example:
+
+    >>> import numpy as np
+    >>> layer = Dense(4)
+    >>> tuple(layer(np.zeros((2, 5, 3), "float32")).shape)
+    (2, 5, 4)
+    """
+
+    def call(self, inputs, training=None):
+        if self.lora_enabled or self.quantization_mode or len(inputs.shape) <= 2:
+            return super().call(inputs, training=training)
+        return _add_bias_and_activate(self, fastpath.contract(inputs, self.kernel))
 
 
 @keras.saving.register_keras_serializable(package="kzoo")

@@ -22,6 +22,7 @@ import keras
 from keras import ops
 
 from kzoo import validation
+from kzoo.backend import fastpath
 from kzoo.layers import fast
 
 # Added to the scores of masked positions. Softmax runs in float32, so this is
@@ -144,7 +145,7 @@ class MultiHeadAttention(keras.layers.Layer):
         self.output_kernel, self.output_bias = projection("output", (heads, dim, features))
 
     def _project(self, x, kernel, bias):
-        x = ops.einsum("btf,fhd->bthd", x, kernel)  # (B, T, H, Dh)
+        x = fastpath.contract(x, kernel)  # (B, T, F) x (F, H, Dh) -> (B, T, H, Dh)
         return x if bias is None else x + bias
 
     def compute_key_value_cache(self, value):
@@ -196,7 +197,7 @@ class MultiHeadAttention(keras.layers.Layer):
         weights = ops.cast(weights, self.compute_dtype)
         dropped = self.dropout_layer(weights, training=training)
         out = ops.einsum("bhqk,bkhd->bqhd", dropped, values)
-        out = ops.einsum("bqhd,hdf->bqf", out, self.output_kernel)
+        out = fastpath.contract(out, self.output_kernel, axes=2)  # (B, Tq, F)
         if self.use_bias:
             out = out + self.output_bias
 
@@ -530,11 +531,11 @@ class _BlockBase(keras.layers.Layer):
         )
 
     def _build_feed_forward(self, features):
-        self.ff_dense_1 = keras.layers.Dense(
+        self.ff_dense_1 = fast.Dense(
             self.intermediate_dim, kernel_initializer=self.kernel_initializer,
             dtype=self.dtype_policy, name="ff_dense_1",
         )
-        self.ff_dense_2 = keras.layers.Dense(
+        self.ff_dense_2 = fast.Dense(
             features, kernel_initializer=self.kernel_initializer,
             dtype=self.dtype_policy, name="ff_dense_2",
         )

@@ -10,6 +10,7 @@ import keras
 import numpy as np
 
 from kzoo import validation
+from kzoo.layers import fast
 from kzoo.layers.transformer import (
     PaddingMask,
     SequencePooling,
@@ -171,12 +172,12 @@ class BERT(ZooModel):
             )(x, padding_mask=padding_mask)  # (B, T, D)
         if head == "classification":
             x = SequencePooling("first", name="cls_token")(x)  # (B, D)
-            x = keras.layers.Dense(
+            x = fast.Dense(
                 hidden_dim, activation="tanh", kernel_initializer=_initializer(), name="pooler"
             )(x)
             outputs = classification_head(x, num_classes=num_classes, dropout=dropout)
         else:
-            x = keras.layers.Dense(
+            x = fast.Dense(
                 hidden_dim, activation="gelu", kernel_initializer=_initializer(),
                 name="mlm_transform",
             )(x)

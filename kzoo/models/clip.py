@@ -15,6 +15,7 @@ import numpy as np
 from keras import ops
 
 from kzoo import registry, validation
+from kzoo.layers import fast
 from kzoo.layers.transformer import (
     PaddingMask,
     SequencePooling,
@@ -225,7 +226,7 @@ class CLIPDualEncoder(ZooModel):
             )(x, padding_mask=padding_mask)
         x = keras.layers.LayerNormalization(name="text_norm")(x)
         x = SequencePooling("first", name="text_pool")(x)  # (B, W): the [CLS] token
-        x = keras.layers.Dense(embed_dim, use_bias=False, name="text_projection")(x)
+        x = fast.Dense(embed_dim, use_bias=False, name="text_projection")(x)
         text_embeddings = keras.layers.UnitNormalization(name="text_embedding")(x)
 
         logit_scale = LogitScale(name="logit_scale")(image_embeddings)

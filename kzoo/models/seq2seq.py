@@ -14,6 +14,7 @@ import numpy as np
 from keras import ops
 
 from kzoo import validation
+from kzoo.layers import fast
 from kzoo.layers.recurrent import LSTM, BahdanauAttention, LuongAttention
 from kzoo.models.base import ZooModel
 from kzoo.registry import register_model
@@ -166,10 +167,10 @@ class Seq2SeqAttention(ZooModel):
     @staticmethod
     def _output_block(states, context, units, vocab, dropout):
         x = keras.layers.Concatenate(name="state_and_context")([states, context])
-        x = keras.layers.Dense(units, activation="tanh", name="attentional")(x)
+        x = fast.Dense(units, activation="tanh", name="attentional")(x)
         if dropout:
             x = keras.layers.Dropout(dropout, name="logits_dropout")(x)
-        return keras.layers.Dense(vocab, dtype="float32", name="logits")(x)  # (B, Tt, V)
+        return fast.Dense(vocab, dtype="float32", name="logits")(x)  # (B, Tt, V)
 
     # === Decoding ===
     def encode(self, source):

@@ -17,6 +17,7 @@ import numpy as np
 from keras import ops
 
 from kzoo import validation
+from kzoo.layers import fast
 from kzoo.layers.transformer import (
     PaddingMask,
     TokenAndPositionEmbedding,
@@ -228,7 +229,7 @@ class Transformer(ZooModel):
             )
         head = None
         if share_embeddings == "none":
-            head = keras.layers.Dense(target_vocab, dtype="float32", name="head")
+            head = fast.Dense(target_vocab, dtype="float32", name="head")
 
         # === Functional graph ===
         source_ids = keras.Input((None,), dtype="int32", name="source_ids")
@@ -447,7 +448,7 @@ class TransformerLM(ZooModel):
             keras.layers.LayerNormalization(epsilon=layer_norm_epsilon, name="final_norm")
             if norm_first else None
         )
-        head = None if tie_embeddings else keras.layers.Dense(
+        head = None if tie_embeddings else fast.Dense(
             vocab_size, dtype="float32", name="head"
         )
 
