@@ -1,4 +1,4 @@
-"""Faster kernels for convolutions and batch norm, with Keras' numerics.
+"""Faster kernels for projections, convolutions, pooling and norms, with Keras' numerics.
 
 Keras writes each op once for every backend; on two of them the generic path
 is much slower than the engine allows, and the benchmarks against native
