@@ -2,10 +2,12 @@
 
 Each class is the Keras layer of the same name with the same arguments,
 weights, config and numbers; only the kernel it runs differs, chosen by
-`kzoo.backend.fastpath` (no layout copies around convolutions and one fused
-batch norm on torch, a fast kernel gradient for transposed convolutions on
-jax). kzoo's models build with these, so a model saved with them reloads as
-before, and a model saved with the Keras layers still loads.
+`kzoo.backend.fastpath`: on torch, no layout copies around convolutions and
+pooling, and fused batch and group norm; on jax, transposed convolutions as
+per-phase stride-1 convolutions, a faster max-pool gradient and 2-D products
+for projections of sequences. kzoo's models build with these; a model saved
+with the Keras layers still loads, and `tests/test_fast_layers.py` checks the
+numbers against Keras' layers.
 """
 
 import keras
