@@ -1,12 +1,12 @@
 """kzoo.layers.fast computes what Keras' layers compute, forward and backward.
 
 The fast layers run other kernels than Keras (`kzoo.backend.fastpath`): on
-torch copy-free channels-last convolutions and pooling and a fused batch norm,
-on jax a custom kernel gradient for transposed convolutions and a custom
-gradient for max pooling. Each test builds the Keras
-layer and the kzoo layer with the same config and weights and compares
-outputs, input gradients, weight gradients and batch-norm moving statistics,
-over the padding cases where Keras' arithmetic is asymmetric.
+torch copy-free channels-last convolutions and pooling and fused batch and
+group norm; on jax per-phase transposed convolutions, a custom max-pool
+gradient and 2-D products for projections. Each test builds the Keras layer
+and the kzoo layer with the same config and weights and compares outputs,
+input gradients, weight gradients and batch-norm moving statistics, over the
+padding cases where Keras' arithmetic is asymmetric.
 """
 
 import keras
