@@ -38,6 +38,7 @@ class KzooContender:
         import keras
 
         import kzoo
+        from kzoo.optimizers import Adam
 
         keras.utils.set_random_seed(0)
         rng = np.random.default_rng(0)
@@ -46,7 +47,7 @@ class KzooContender:
         self.model = kzoo.create_model(case.model, **case.kwargs)
         if case.task == "classify":
             self.model.compile(
-                optimizer=keras.optimizers.Adam(1e-3),
+                optimizer=Adam(1e-3),
                 loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                 jit_compile=jit_compile,
             )

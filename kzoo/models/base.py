@@ -9,6 +9,8 @@ layer, take the features without the head, and swap the head.
 
 import keras
 
+from kzoo.optimizers import Adam
+
 
 class ZooModel(keras.Model):
     """Base class: functional model whose config is its constructor arguments.
@@ -127,7 +129,7 @@ class SelfLossMixin:
                     f"Received compile({key}=...) for {self.name!r}; this model defines "
                     f"{self.loss_description}, so leave {key} out."
                 )
-        optimizer = optimizer or keras.optimizers.Adam(self.default_learning_rate)
+        optimizer = optimizer or Adam(self.default_learning_rate)
         super().compile(optimizer=optimizer, **kwargs)
 
     def compile_from_config(self, config):

@@ -22,6 +22,7 @@ from keras import ops
 
 from kzoo import validation
 from kzoo.layers import fast
+from kzoo.optimizers import Adam
 from kzoo.registry import register_model
 
 
@@ -200,8 +201,8 @@ class AdversarialModel(keras.Model):
                     "d_optimizer= and g_optimizer= and defines its own loss, so pass those."
                 )
             kwargs.pop(key, None)
-        d_optimizer = d_optimizer or keras.optimizers.Adam(2e-4, beta_1=0.5)
-        g_optimizer = g_optimizer or keras.optimizers.Adam(2e-4, beta_1=0.5)
+        d_optimizer = d_optimizer or Adam(2e-4, beta_1=0.5)
+        g_optimizer = g_optimizer or Adam(2e-4, beta_1=0.5)
         paths = [v.path for v in self.discriminator.trainable_variables]
         # Routing is by variable path, so the players' paths must not overlap.
         clash = set(paths) & {v.path for v in self.generator.trainable_variables}

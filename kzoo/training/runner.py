@@ -43,6 +43,7 @@ import keras
 import numpy as np
 
 from kzoo import data as kzoo_data
+from kzoo import optimizers
 from kzoo.training.checkpoint import CrashSafeBackup
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "nadam", "lion")
@@ -276,8 +277,8 @@ class Run:
         if a.optimizer == "sgd":
             return keras.optimizers.SGD(momentum=0.9, nesterov=True, **common)
         cls = {
-            "adam": keras.optimizers.Adam,
-            "adamw": keras.optimizers.AdamW,
+            "adam": optimizers.Adam,
+            "adamw": optimizers.AdamW,
             "rmsprop": keras.optimizers.RMSprop,
             "nadam": keras.optimizers.Nadam,
             "lion": keras.optimizers.Lion,

@@ -13,6 +13,7 @@ import keras
 import numpy as np
 
 import kzoo
+from kzoo.optimizers import Adam
 
 
 def image_grid(images, ncols=None, pad=1, value_range=(0.0, 1.0)):
@@ -153,7 +154,7 @@ def train_judge(data, epochs=30, seed=0, verbose=0):
         hidden_units=(256, 128), dropout=0.2,
     )
     judge.compile(
-        optimizer=keras.optimizers.Adam(1e-3),
+        optimizer=Adam(1e-3),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
     )

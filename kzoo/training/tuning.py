@@ -47,6 +47,7 @@ import keras
 import numpy as np
 
 import kzoo
+from kzoo import optimizers
 
 try:
     import keras_tuner
@@ -468,7 +469,7 @@ def make_optimizer(name, learning_rate, weight_decay=None, clipnorm=None):
     if name == "rmsprop":
         return keras.optimizers.RMSprop(**common)
     if name == "adam":
-        return keras.optimizers.Adam(**common)
+        return optimizers.Adam(**common)
     raise ValueError(f"Received optimizer={name!r}; expected one of {list(OPTIMIZERS)}.")
 
 
