@@ -33,6 +33,7 @@ TRANSPOSE_CASES = [
     dict(filters=5, kernel_size=3, strides=2, padding="same", output_padding=0),
     dict(filters=5, kernel_size=5, strides=(2, 3), padding="same"),
     dict(filters=4, kernel_size=3, strides=1, padding="valid", dilation_rate=2),
+    dict(filters=5, kernel_size=2, strides=3, padding="valid"),  # kernel < stride: zero rows
 ]
 
 
