@@ -47,8 +47,8 @@ class Contender:
     def __init__(self, label, kind, backend=None, tiny=False, threads=None):
         self.label = label
         env = dict(os.environ)
-        if backend:
-            env["KERAS_BACKEND"] = backend
+        # Native workers import kzoo too (for kzoo.backend.memory): on torch.
+        env["KERAS_BACKEND"] = backend or "torch"
         if threads:
             env["KZOO_BENCH_THREADS"] = str(threads)
         env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")

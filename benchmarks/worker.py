@@ -181,6 +181,11 @@ def matmul_peak(n=1024, repeats=20):
 def main():
     kind = sys.argv[1]
     tiny = "--tiny" in sys.argv
+    # Every contender, native ones too, keeps freed memory for reuse
+    # (kzoo/backend/memory.py says why), before any framework starts threads.
+    from kzoo.backend import memory
+
+    memory.retain_freed_memory()
     from benchmarks.cases import make_cases
 
     cases = make_cases(tiny=tiny)

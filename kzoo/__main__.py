@@ -86,6 +86,9 @@ def _predict(args):
     from pathlib import Path
 
     from kzoo import export
+    from kzoo.backend import memory
+
+    memory.retain_freed_memory()
 
     try:
         labels = None

@@ -44,6 +44,7 @@ import numpy as np
 
 from kzoo import data as kzoo_data
 from kzoo import optimizers
+from kzoo.backend import memory
 from kzoo.training.checkpoint import CrashSafeBackup
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "nadam", "lion")
@@ -192,6 +193,7 @@ class Run:
     """
 
     def __init__(self, args, recipe):
+        memory.retain_freed_memory()  # before the backend starts its threads
         self.args = args
         self.recipe = recipe
         self.smoke = bool(args.smoke)
