@@ -47,8 +47,12 @@ class Contender:
     def __init__(self, label, kind, backend=None, tiny=False, threads=None):
         self.label = label
         env = dict(os.environ)
-        # Native workers import kzoo too (for kzoo.backend.memory): on torch.
-        env["KERAS_BACKEND"] = backend or "torch"
+        if backend:
+            env["KERAS_BACKEND"] = backend
+        elif "KERAS_BACKEND" not in env and importlib.util.find_spec("torch"):
+            # Native workers import kzoo too (for kzoo.backend.memory); on torch
+            # rather than Keras' default backend, which may not be installed.
+            env["KERAS_BACKEND"] = "torch"
         if threads:
             env["KZOO_BENCH_THREADS"] = str(threads)
         env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
