@@ -3,7 +3,7 @@
 The fast layers run other kernels than Keras (`kzoo.backend.fastpath`): on
 torch copy-free channels-last convolutions and pooling and fused batch and
 group norm; on jax per-phase transposed convolutions, a custom max-pool
-gradient and 2-D products for projections. Each test builds the Keras layer
+gradient, 2-D products for projections and an unrolled dropout hash. Each test builds the Keras layer
 and the kzoo layer with the same config and weights and compares outputs,
 input gradients, weight gradients and batch-norm moving statistics, over the
 padding cases where Keras' arithmetic is asymmetric.
@@ -183,6 +183,52 @@ def test_batch_norm_falls_back_to_keras_for_other_axes_and_masks():
         keras.ops.convert_to_numpy(reference(x, training=True, mask=mask)), atol=1e-5)
 
 
+DROPOUT_CASES = [
+    dict(rate=0.1, seed=3),
+    dict(rate=0.5, seed=7, noise_shape=(None, 1, 6)),  # one mask per sequence
+    dict(rate=0.9, seed=11),
+]
+
+
+@pytest.mark.parametrize("config", DROPOUT_CASES, ids=str)
+def test_dropout_draws_the_keras_mask_bit_for_bit(config):
+    x = np.random.default_rng(0).normal(size=(4, 5, 6)).astype("float32")
+    reference, layer = keras.layers.Dropout(**config), fast.Dropout(**config)
+    for _ in range(3):  # each call draws the next seed, alike in both
+        expected = keras.ops.convert_to_numpy(reference(x, training=True))
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(layer(x, training=True)),
+                                      expected)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(layer(x, training=False)), x)
+    # Inside a traced, stateless call too: outputs, gradients, the new seed state.
+    _assert_same(reference, layer, keras.ops.convert_to_tensor(x), training=True, atol=0)
+
+
+def test_dropout_drops_the_requested_fraction_and_rescales_the_rest():
+    x = np.ones((200, 500), "float32")
+    y = keras.ops.convert_to_numpy(fast.Dropout(0.3, seed=5)(x, training=True))
+    dropped = float(np.mean(y == 0))
+    assert abs(dropped - 0.3) < 0.005  # 100k draws: the standard error is 0.0015
+    np.testing.assert_allclose(y[y != 0], 1 / 0.7, rtol=1e-6)
+
+
+def test_training_with_fast_dropout_equals_training_with_keras_dropout():
+    def train(dropout_cls):
+        keras.utils.set_random_seed(0)
+        inputs = keras.Input((8,))
+        x = keras.layers.Dense(16, activation="relu")(inputs)
+        x = dropout_cls(0.4, seed=2)(x)
+        model = keras.Model(inputs, keras.layers.Dense(1)(x))
+        model.compile(optimizer="sgd", loss="mse", jit_compile="auto")
+        rng = np.random.default_rng(1)
+        x, y = rng.normal(size=(32, 8)).astype("float32"), rng.normal(size=(32, 1))
+        for _ in range(4):
+            model.train_on_batch(x, y.astype("float32"))
+        return [keras.ops.convert_to_numpy(w) for w in model.weights]
+
+    for got, expected in zip(train(fast.Dropout), train(keras.layers.Dropout)):
+        np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-7)
+
+
 def test_batch_norm_under_mixed_precision_returns_the_compute_dtype():
     layer = fast.BatchNormalization(dtype="mixed_float16")
     x = np.random.default_rng(0).normal(size=(4, 3, 3, 2)).astype("float16")
@@ -194,10 +240,10 @@ def test_batch_norm_under_mixed_precision_returns_the_compute_dtype():
 @pytest.mark.parametrize("cls", [fast.Dense, fast.Conv2D, fast.Conv2DTranspose,
                                  fast.BatchNormalization,
                                  fast.MaxPooling2D, fast.AveragePooling2D,
-                                 fast.GroupNormalization])
+                                 fast.GroupNormalization, fast.Dropout])
 def test_fast_layers_round_trip_through_a_saved_model(cls, tmp_path):
     args = {fast.BatchNormalization: {}, fast.MaxPooling2D: {}, fast.Dense: dict(units=3),
-            fast.GroupNormalization: dict(groups=2),
+            fast.GroupNormalization: dict(groups=2), fast.Dropout: dict(rate=0.5, seed=1),
             fast.AveragePooling2D: dict(pool_size=2)}.get(cls, dict(filters=3, kernel_size=3))
     inputs = keras.Input((6, 6, 2))
     model = keras.Model(inputs, cls(**args)(inputs))

@@ -147,7 +147,7 @@ def mbconv_block(
     y = conv_bn_act(y, filters, 1, activation=None, name=f"{name}_project")
     if strides == 1 and in_filters == filters:
         if drop_rate > 0:
-            y = keras.layers.Dropout(
+            y = fast.Dropout(
                 drop_rate, noise_shape=(None, 1, 1, 1), name=f"{name}_drop"
             )(y)
         y = keras.layers.Add(name=f"{name}_add")([x, y])

@@ -113,7 +113,7 @@ class MultiHeadAttention(keras.layers.Layer):
         self.dropout = validation.fraction("dropout", dropout)
         self.use_bias = bool(use_bias)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
-        self.dropout_layer = keras.layers.Dropout(self.dropout, dtype=self.dtype_policy)
+        self.dropout_layer = fast.Dropout(self.dropout, dtype=self.dtype_policy)
 
     def build(self, query_shape, value_shape=None):
         features = query_shape[-1]
@@ -543,8 +543,8 @@ class _BlockBase(keras.layers.Layer):
         self.ff_dense_1.build((None, None, features))
         self.ff_dense_2.build((None, None, self.intermediate_dim))
         self.ff_norm.build((None, None, features))
-        self.ff_inner_dropout = keras.layers.Dropout(self.dropout, dtype=self.dtype_policy)
-        self.ff_dropout = keras.layers.Dropout(self.dropout, dtype=self.dtype_policy)
+        self.ff_inner_dropout = fast.Dropout(self.dropout, dtype=self.dtype_policy)
+        self.ff_dropout = fast.Dropout(self.dropout, dtype=self.dtype_policy)
 
     def _residual(self, x, norm, sublayer, training):
         """Post-norm `norm(x + f(x))` or pre-norm `x + f(norm(x))`; returns the
@@ -624,7 +624,7 @@ class TransformerEncoderBlock(_BlockBase):
         self.self_attention.build(inputs_shape)
         self.self_attention_norm = self._norm("self_attention_norm")
         self.self_attention_norm.build(inputs_shape)
-        self.self_attention_dropout = keras.layers.Dropout(self.dropout, dtype=self.dtype_policy)
+        self.self_attention_dropout = fast.Dropout(self.dropout, dtype=self.dtype_policy)
         self._build_feed_forward(features)
 
     def call(
@@ -717,13 +717,13 @@ class TransformerDecoderBlock(_BlockBase):
         self.self_attention.build(inputs_shape)
         self.self_attention_norm = self._norm("self_attention_norm")
         self.self_attention_norm.build(inputs_shape)
-        self.self_attention_dropout = keras.layers.Dropout(self.dropout, dtype=self.dtype_policy)
+        self.self_attention_dropout = fast.Dropout(self.dropout, dtype=self.dtype_policy)
         if self.cross_attention_enabled:
             self.cross_attention = self._attention("cross_attention")
             self.cross_attention.build(inputs_shape, encoder_outputs_shape or inputs_shape)
             self.cross_attention_norm = self._norm("cross_attention_norm")
             self.cross_attention_norm.build(inputs_shape)
-            self.cross_attention_dropout = keras.layers.Dropout(
+            self.cross_attention_dropout = fast.Dropout(
                 self.dropout, dtype=self.dtype_policy
             )
         self._build_feed_forward(features)

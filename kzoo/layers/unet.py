@@ -96,7 +96,7 @@ class TimeResidualBlock(keras.layers.Layer):
         self.conv_1 = fast.Conv2D(self.filters, 3, padding="same", name="conv_1")
         self.time_dense = keras.layers.Dense(self.filters, name="time_dense")
         self.norm_2 = fast.GroupNormalization(_groups(self.filters, self.groups), name="norm_2")
-        self.drop = keras.layers.Dropout(self.dropout, name="dropout")
+        self.drop = fast.Dropout(self.dropout, name="dropout")
         # Zero-initialised last convolution: each block starts as the identity.
         self.conv_2 = fast.Conv2D(self.filters, 3, padding="same",
                                           kernel_initializer="zeros", name="conv_2")

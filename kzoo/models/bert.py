@@ -163,7 +163,7 @@ class BERT(ZooModel):
         )(segment_ids)
         x = keras.layers.Add(name="embedding_sum")([x, segments])
         x = keras.layers.LayerNormalization(epsilon=layer_norm_epsilon, name="embedding_norm")(x)
-        x = keras.layers.Dropout(dropout, name="embedding_dropout")(x)
+        x = fast.Dropout(dropout, name="embedding_dropout")(x)
         for i in range(num_layers):
             x = TransformerEncoderBlock(
                 num_heads, intermediate_dim, dropout=dropout, activation="gelu",

@@ -203,7 +203,7 @@ class AlexNet(ZooModel):
         x = AdaptiveAveragePooling((6, 6), name="adaptive_pool")(x)
         x = keras.layers.Flatten(name="flatten")(x)  # (B, 36 * f5)
         for i in (6, 7):
-            x = keras.layers.Dropout(dropout, name=f"dropout{i}")(x)
+            x = fast.Dropout(dropout, name=f"dropout{i}")(x)
             x = keras.layers.Dense(dense_units, activation="relu", name=f"fc{i}")(x)
         outputs = head(x, num_classes=num_classes)
         super().__init__(inputs, outputs, name=name, **kwargs)
@@ -286,7 +286,7 @@ class VGG(ZooModel):
         x = keras.layers.Flatten(name="flatten")(x)  # (B, 49 * filters[-1])
         for i in (1, 2):
             x = keras.layers.Dense(dense_units, activation="relu", name=f"fc{i}")(x)
-            x = keras.layers.Dropout(dropout, name=f"dropout{i}")(x)
+            x = fast.Dropout(dropout, name=f"dropout{i}")(x)
         outputs = head(x, num_classes=num_classes)
         super().__init__(inputs, outputs, name=name, **kwargs)
 

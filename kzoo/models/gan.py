@@ -380,7 +380,7 @@ class GAN(AdversarialModel):
             x = keras.layers.Dense(units, name=f"d_dense_{i}")(x)
             x = keras.layers.LeakyReLU(0.2, name=f"d_lrelu_{i}")(x)
             if dropout:
-                x = keras.layers.Dropout(dropout, name=f"d_dropout_{i}")(x)
+                x = fast.Dropout(dropout, name=f"d_dropout_{i}")(x)
         logits = keras.layers.Dense(1, dtype="float32", name="d_logit")(x)
         discriminator = keras.Model(images, logits, name="discriminator")
 
@@ -496,7 +496,7 @@ class DCGAN(AdversarialModel):
         x = keras.layers.LeakyReLU(0.2, name="d_lrelu_1")(x)  # (B, s/4, s/4, 2f)
         x = keras.layers.Flatten(name="d_flatten")(x)
         if dropout:
-            x = keras.layers.Dropout(dropout, name="d_dropout")(x)
+            x = fast.Dropout(dropout, name="d_dropout")(x)
         logits = keras.layers.Dense(1, dtype="float32", name="d_logit")(x)
         discriminator = keras.Model(images, logits, name="discriminator")
 

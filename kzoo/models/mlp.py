@@ -23,7 +23,7 @@ def head(x, *, num_classes=None, num_outputs=None, dropout=0.0, name="head"):
         num_classes if num_classes is not None else num_outputs,
     )
     if dropout:
-        x = keras.layers.Dropout(dropout, name=f"{name}_dropout")(x)
+        x = fast.Dropout(dropout, name=f"{name}_dropout")(x)
     return keras.layers.Dense(units, dtype="float32", name=name)(x)
 
 
@@ -107,7 +107,7 @@ class MLP(ZooModel):
                 x = fast.BatchNormalization(name=f"bn_{i}")(x)
             x = keras.layers.Activation(activation, name=f"act_{i}")(x)
             if dropout:
-                x = keras.layers.Dropout(dropout, name=f"dropout_{i}")(x)
+                x = fast.Dropout(dropout, name=f"dropout_{i}")(x)
         outputs = head(x, num_classes=num_classes, num_outputs=num_outputs)
         super().__init__(inputs, outputs, name=name, **kwargs)
 

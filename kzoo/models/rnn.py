@@ -17,6 +17,7 @@ they compute the same function.
 import keras
 
 from kzoo import validation
+from kzoo.layers import fast
 from kzoo.layers.recurrent import GRU, LSTM, SequencePooling
 from kzoo.models.base import ZooModel
 from kzoo.models.mlp import head
@@ -130,7 +131,7 @@ class RecurrentNetwork(ZooModel):
             )(inputs)  # (B, T, E)
         for i in range(num_layers):
             if i > 0 and dropout:
-                x = keras.layers.Dropout(dropout, name=f"dropout_{i}")(x)
+                x = fast.Dropout(dropout, name=f"dropout_{i}")(x)
             # Only the last layer may drop the time axis ("last" pooling).
             keep_steps = i < num_layers - 1 or pooling != "last"
             x = recurrent_layer(

@@ -169,7 +169,7 @@ class Seq2SeqAttention(ZooModel):
         x = keras.layers.Concatenate(name="state_and_context")([states, context])
         x = fast.Dense(units, activation="tanh", name="attentional")(x)
         if dropout:
-            x = keras.layers.Dropout(dropout, name="logits_dropout")(x)
+            x = fast.Dropout(dropout, name="logits_dropout")(x)
         return fast.Dense(vocab, dtype="float32", name="logits")(x)  # (B, Tt, V)
 
     # === Decoding ===

@@ -236,13 +236,13 @@ class Transformer(ZooModel):
         target_ids = keras.Input((None,), dtype="int32", name="target_ids")
         source_mask = source_padding(source_ids)
         target_mask = target_padding(target_ids)
-        x = keras.layers.Dropout(dropout, name="source_embedding_dropout")(
+        x = fast.Dropout(dropout, name="source_embedding_dropout")(
             source_embedding(source_ids)
         )
         for block in encoder_blocks:
             x = block(x, padding_mask=source_mask)
         memory = encoder_norm(x) if encoder_norm else x
-        y = keras.layers.Dropout(dropout, name="target_embedding_dropout")(
+        y = fast.Dropout(dropout, name="target_embedding_dropout")(
             target_embedding(target_ids)
         )
         for block in decoder_blocks:
@@ -454,7 +454,7 @@ class TransformerLM(ZooModel):
 
         # === Functional graph ===
         token_ids = keras.Input((None,), dtype="int32", name="token_ids")
-        x = keras.layers.Dropout(dropout, name="embedding_dropout")(token_embedding(token_ids))
+        x = fast.Dropout(dropout, name="embedding_dropout")(token_embedding(token_ids))
         for block in blocks:
             x = block(x)
         logits = _output_logits(x, final_norm, head, token_embedding)

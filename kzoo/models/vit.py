@@ -3,6 +3,7 @@
 import keras
 
 from kzoo import validation
+from kzoo.layers import fast
 from kzoo.layers.transformer import (
     ClassToken,
     PatchEmbedding,
@@ -95,7 +96,7 @@ class VisionTransformer(ZooModel):
         x = PatchEmbedding(patch_size, hidden_dim, name="patch_embedding")(images)
         x = ClassToken(name="class_token")(x)  # (B, 1 + patches, D)
         x = PositionEmbedding(num_patches + 1, name="position_embedding")(x)
-        x = keras.layers.Dropout(dropout, name="embedding_dropout")(x)
+        x = fast.Dropout(dropout, name="embedding_dropout")(x)
         for i in range(num_layers):
             x = TransformerEncoderBlock(
                 num_heads=num_heads, intermediate_dim=mlp_dim, dropout=dropout,
