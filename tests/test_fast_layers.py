@@ -3,7 +3,8 @@
 The fast layers run other kernels than Keras (`kzoo.backend.fastpath`): on
 torch copy-free channels-last convolutions and pooling and fused batch and
 group norm; on jax per-phase transposed convolutions, a custom max-pool
-gradient, 2-D products for projections and an unrolled dropout hash. Each test builds the Keras layer
+gradient, convolution gradients per batch chunk, 2-D products for
+projections and an unrolled dropout hash. Each test builds the Keras layer
 and the kzoo layer with the same config and weights and compares outputs,
 input gradients, weight gradients and batch-norm moving statistics, over the
 padding cases where Keras' arithmetic is asymmetric.
@@ -113,6 +114,35 @@ def test_conv2d_equals_keras(config, size):
     reference, layer = _pair(keras.layers.Conv2D, fast.Conv2D, config, shape)
     x = np.random.default_rng(0).normal(size=shape).astype("float32")
     _assert_same(reference, layer, x)
+
+
+@pytest.mark.parametrize("chunks", [2, 3])
+def test_conv_gradient_in_batch_chunks_equals_xla_gradient(chunks):
+    """On jax, `fastpath.conv` differentiates per batch chunk (one per core);
+    here with a chunk count forced, so that uneven chunks are covered on any
+    machine."""
+    if keras.config.backend() != "jax":
+        pytest.skip("the chunked gradient is the jax path")
+    import jax
+
+    from kzoo.backend import fastpath
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(5, 9, 8, 4)).astype("float32")
+    kernel = rng.normal(size=(3, 3, 4, 6)).astype("float32")
+    probe = rng.normal(size=(5, 5, 4, 6)).astype("float32")
+    config = ((2, 2), "same", 1, "channels_last", chunks)
+
+    def loss(conv):
+        return lambda x, k: (conv(x, k) * probe).sum()
+
+    chunked = fastpath._conv_with_chunked_vjp()
+    expected = jax.grad(loss(lambda x, k: keras.ops.conv(x, k, 2, "same")), (0, 1))(x, kernel)
+    got = jax.grad(loss(lambda x, k: chunked(x, k, config)), (0, 1))(x, kernel)
+    for g, e in zip(got, expected):
+        np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-5 * np.abs(e).max())
+    np.testing.assert_allclose(chunked(x, kernel, config), keras.ops.conv(x, kernel, 2, "same"),
+                               rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.parametrize("config", TRANSPOSE_CASES, ids=str)

@@ -4,7 +4,8 @@ Each class is the Keras layer of the same name with the same arguments,
 weights, config and numbers; only the kernel it runs differs, chosen by
 `kzoo.backend.fastpath`: on torch, no layout copies around convolutions and
 pooling, and fused batch and group norm; on jax, transposed convolutions as
-per-phase stride-1 convolutions, a faster max-pool gradient, 2-D products
+per-phase stride-1 convolutions, convolution gradients computed per batch
+chunk on every core, a faster max-pool gradient, 2-D products
 for projections of sequences and dropout masks hashed in one pass. kzoo's
 models build with these; a model saved with the Keras layers still loads, and
 `tests/test_fast_layers.py` checks the numbers against Keras' layers.
