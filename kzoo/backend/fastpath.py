@@ -28,7 +28,9 @@ PyTorch (`benchmarks/README.md`) show it:
 - **jax, convolution gradients.** XLA on CPU runs each convolution of a
   gradient on one thread. Differentiated, `conv` runs per batch chunk, one
   chunk per core, which XLA's executor runs at once (the ResNet-20 training
-  step: 224 to 184 ms on 2 cores); undifferentiated, it is Keras' call.
+  step: 0.232-0.238 s to 0.187-0.190 s on 2 cores, `python -m
+  benchmarks.page_faults resnet20_cifar`); undifferentiated, it is Keras'
+  call.
 - **jax, dropout.** JAX lowers its Threefry hash on CPU as a rolled loop of
   five passes over the whole array. `dropout` computes the same hash
   unrolled, which XLA fuses into one pass: the same mask, bit for bit, 2.6x
