@@ -19,26 +19,12 @@ process, so that their thread pools do not compete.
 
 import argparse
 import os
-import resource
-import statistics
 import subprocess
 import sys
-import time
 
 import numpy as np
 
-
-def _timed(fn, repeats):
-    fn()
-    walls = []
-    before = resource.getrusage(resource.RUSAGE_SELF)
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        walls.append(time.perf_counter() - start)
-    after = resource.getrusage(resource.RUSAGE_SELF)
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return statistics.median(walls) * 1e3, cpu / sum(walls)
+from benchmarks.timing import median_ms_and_cores
 
 
 def _report(label, forward, backward):
@@ -67,8 +53,8 @@ def run_jax(shape, filters, repeats):
         forward = jax.jit(conv)
         backward = jax.jit(jax.grad(lambda a, k, conv=conv: (conv(a, k) ** 2).sum(), (0, 1)))
         _report(label,
-                _timed(lambda f=forward: f(x, kernel).block_until_ready(), repeats),
-                _timed(lambda f=backward: jax.block_until_ready(f(x, kernel)), repeats))
+                median_ms_and_cores(lambda f=forward: f(x, kernel).block_until_ready(), repeats),
+                median_ms_and_cores(lambda f=backward: jax.block_until_ready(f(x, kernel)), repeats))
 
 
 def run_torch(shape, filters, repeats, threads):
@@ -89,7 +75,7 @@ def run_torch(shape, filters, repeats, threads):
     def backward():
         (torch.nn.functional.conv2d(x, kernel, padding=1) ** 2).sum().backward()
 
-    _report(f"torch, {threads} thread(s)", _timed(forward, repeats), _timed(backward, repeats))
+    _report(f"torch, {threads} thread(s)", median_ms_and_cores(forward, repeats), median_ms_and_cores(backward, repeats))
 
 
 def main(argv=None):

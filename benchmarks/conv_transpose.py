@@ -12,8 +12,6 @@ kzoo` the kernels kzoo's layers run (`kzoo.backend.fastpath`), `--ops both`
 
 import argparse
 import os
-import statistics
-import time
 
 THREADS = os.cpu_count() or 1
 os.environ.setdefault(
@@ -23,6 +21,8 @@ os.environ.setdefault(
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from keras import ops  # noqa: E402
+
+from benchmarks.timing import median_ms  # noqa: E402
 
 CASES = {  # name: (transposed?, input shape, kernel shape), as in kzoo's dcgan
     "g_deconv_0 ConvT 128->128 k4 s2 7->14": (True, (64, 7, 7, 128), (4, 4, 128, 128)),
@@ -95,15 +95,9 @@ def time_all(repeats):
         x = rng.standard_normal(x_shape).astype("float32")
         k = (0.05 * rng.standard_normal(k_shape)).astype("float32")
         for grad in (False, True):
-            run = runner(transposed, x, k, grad)
-            run()
-            times = []
-            for _ in range(repeats):
-                t = time.perf_counter()
-                run()
-                times.append(time.perf_counter() - t)
+            ms = median_ms(runner(transposed, x, k, grad), repeats)
             print(f"{keras.config.backend():10s} {USE[0]:5s} {name:40s} {'fwd+bwd' if grad else 'fwd':8s} "
-                  f"median {1000 * statistics.median(times):8.1f} ms")
+                  f"median {ms:8.1f} ms")
 
 
 if __name__ == "__main__":

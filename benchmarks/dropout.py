@@ -14,24 +14,20 @@ same code, so this runs on jax only.
 """
 
 import argparse
+import functools
 import statistics
 import time
 
 import numpy as np
 
 from benchmarks.cases import make_cases
+from benchmarks.timing import median_ms
 from benchmarks.worker import KzooContender
 from kzoo.backend import memory
 
 
-def _median_ms(fn, args, repeats):
-    fn(*args).block_until_ready()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn(*args).block_until_ready()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e3
+def _blocking(fn, *args):
+    return fn(*args).block_until_ready()
 
 
 def time_op(shape, rate, repeats):
@@ -53,8 +49,8 @@ def time_op(shape, rate, repeats):
             return (forward(x, state) * x).sum()
 
         fwd, grad = jax.jit(forward), jax.jit(jax.grad(loss))
-        f_ms = _median_ms(fwd, (x, state), repeats)
-        g_ms = _median_ms(grad, (x, state), repeats)
+        f_ms = median_ms(functools.partial(_blocking, fwd, x, state), repeats)
+        g_ms = median_ms(functools.partial(_blocking, grad, x, state), repeats)
         print(f"dropout {shape} rate {rate}, {name:5s}: forward {f_ms:.2f} ms, "
               f"forward+backward {g_ms:.2f} ms", flush=True)
 

@@ -17,25 +17,13 @@ flattening, autocast and name scopes), which kzoo does not change.
 """
 
 import argparse
-import statistics
-import time
 
 import numpy as np
 
 from benchmarks.cases import make_cases
+from benchmarks.timing import median_ms
 from benchmarks.worker import THREADS, KzooContender
 from kzoo.backend import memory
-
-
-def _median_ms(fn, repeats):
-    for _ in range(10):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e3
 
 
 def main(argv=None):
@@ -87,7 +75,7 @@ def main(argv=None):
         print(f"{args.case} on torch, batch {tensor.shape[0]}, {len(layers)} layers, "
               f"{THREADS} threads; median of {args.repeats} calls:", flush=True)
         for label, fn in rows:
-            print(f"  {label:32s} {_median_ms(fn, args.repeats):7.3f} ms", flush=True)
+            print(f"  {label:32s} {median_ms(fn, args.repeats, warmup=10):7.3f} ms", flush=True)
 
 
 if __name__ == "__main__":

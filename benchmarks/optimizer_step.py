@@ -21,6 +21,7 @@ import numpy as np
 
 import kzoo
 from benchmarks.cases import make_cases
+from benchmarks.timing import median_ms
 from kzoo.optimizers import Adam
 
 
@@ -34,14 +35,7 @@ def set_threads():
 
 def time_update(optimizer, variables, grads, repeats=200):
     optimizer.build(variables)
-    for _ in range(10):
-        optimizer.apply(grads, variables)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        optimizer.apply(grads, variables)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return median_ms(lambda: optimizer.apply(grads, variables), repeats, warmup=10) / 1e3
 
 
 def main(argv=None):
