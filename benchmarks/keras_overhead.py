@@ -3,8 +3,8 @@
     KERAS_BACKEND=torch python -m benchmarks.keras_overhead
     KERAS_BACKEND=torch python -m benchmarks.keras_overhead --case simple_cnn
 
-Times one inference batch of a benchmark case four ways, median of
-`--repeats` calls under `torch.no_grad()`:
+Times one inference batch of a benchmark case two ways, or four for the
+MLP, median of `--repeats` calls under `torch.no_grad()`:
 
 1. `model.predict_on_batch(x)`, what the benchmark times;
 2. `model(x, training=False)`, the functional model's call;
