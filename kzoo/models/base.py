@@ -12,12 +12,81 @@ import keras
 from kzoo.optimizers import Adam
 
 
-class ZooModel(keras.Model):
+class ModelConfig:
+    """Config, and metadata, for models whose config is their constructor arguments.
+
+    Shared by the functional `ZooModel` and the subclassed models (GAN, DDPM)
+    that cannot derive from it. A subclass calls `self._set_config(...)` with
+    every constructor argument once it is built.
+
+    `metadata` is what a person needs to use the model besides its weights:
+    the preprocessing its weights expect, its class names, its tokenizer, where
+    its weights came from. It is a JSON-serialisable dict, saved in the model's
+    `.keras` config under `"metadata"` (only when not empty) and restored on
+    load. kzoo's conventional keys are listed in `METADATA_KEYS`.
+    """
+
+    def _set_config(self, **config):
+        self.model_config = dict(config)
+
+    @property
+    def metadata(self):
+        """dict. Preprocessing, class names, tokenizer and source of the model."""
+        return self.__dict__.setdefault("_kzoo_metadata", {})
+
+    @metadata.setter
+    def metadata(self, value):
+        self.__dict__["_kzoo_metadata"] = check_metadata(value)
+
+    def get_config(self):
+        config = {"name": self.name, "trainable": self.trainable, **self.model_config}
+        if self.metadata:
+            config["metadata"] = self.metadata
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        metadata = config.pop("metadata", None)
+        model = cls(**config)
+        if metadata:
+            model.metadata = metadata
+        return model
+
+
+#: Keys of `ModelConfig.metadata` that kzoo itself reads and writes.
+METADATA_KEYS = (
+    "preprocessing",  # dict: what inputs the weights expect (size, resize, crop, mean, std, ...)
+    "class_names",  # list of str: the label of each output class, in order
+    "tokenizer",  # dict: the tokenizer text models take strings with
+    "source",  # dict: where the weights came from (library, id, license, ...)
+)
+
+
+def check_metadata(value):
+    """Return `value` as a plain dict if JSON can hold it; else raise `TypeError`."""
+    import json
+
+    if not isinstance(value, dict):
+        raise TypeError(
+            f"Received metadata of type {type(value).__name__}; expected a dict such as "
+            "{'class_names': [...]}, so wrap the values in a dict."
+        )
+    try:
+        return json.loads(json.dumps(value))
+    except (TypeError, ValueError) as err:
+        raise TypeError(
+            f"Received metadata that JSON cannot hold ({err}); expected strings, numbers, "
+            "lists and dicts only, so convert arrays with .tolist() first."
+        ) from None
+
+
+class ZooModel(ModelConfig, keras.Model):
     """Base class: functional model whose config is its constructor arguments.
 
     For functional models only (Keras turns a built functional subclass's
     bases into `Functional`); subclassed models such as the GANs derive from
-    `keras.Model` directly.
+    `ModelConfig` and `keras.Model` directly.
 
     Subclasses build their graph, call `super().__init__(inputs, outputs, ...)`
     and then `self._set_config(...)` with every constructor argument.
@@ -26,11 +95,8 @@ class ZooModel(keras.Model):
     #: Name of the layer that maps features to logits (None: no classifier).
     classifier_name = "head"
 
-    def _set_config(self, **config):
-        self.model_config = dict(config)
-
     def get_config(self):
-        config = {"name": self.name, "trainable": self.trainable, **self.model_config}
+        config = super().get_config()
         # The model is rebuilt from its constructor arguments, which know nothing of
         # layers frozen afterwards (transfer learning); record them so a reloaded
         # model resumes fine-tuning with the same layers frozen.
@@ -43,7 +109,7 @@ class ZooModel(keras.Model):
     def from_config(cls, config):
         config = dict(config)
         frozen = set(config.pop("frozen_layers", ()))
-        model = cls(**config)
+        model = super().from_config.__func__(cls, config)
         for layer in model.layers:
             if layer.name in frozen:
                 layer.trainable = False

@@ -22,7 +22,7 @@ from keras import ops
 
 from kzoo import validation
 from kzoo.layers.unet import build_unet
-from kzoo.models.base import SelfLossMixin
+from kzoo.models.base import ModelConfig, SelfLossMixin
 from kzoo.registry import register_model
 
 SCHEDULES = ("linear", "cosine")
@@ -81,7 +81,7 @@ def tiny_ddpm_inputs(batch, rng):
     tiny_inputs=tiny_ddpm_inputs,
     recipe="recipes/diffusion.py",
 )
-class DDPM(SelfLossMixin, keras.Model):
+class DDPM(SelfLossMixin, ModelConfig, keras.Model):
     """Denoising diffusion model with a small U-Net, DDPM and DDIM sampling.
 
     The U-Net (`model.network`, `[noisy_images, timesteps] -> noise`) has
@@ -126,18 +126,6 @@ class DDPM(SelfLossMixin, keras.Model):
 
     default_learning_rate = 2e-4
     loss_description = "its own loss (noise-prediction MSE)"
-
-    # Subclassed (not functional), so not a ZooModel: Keras rewires the bases of
-    # any class built functionally. Same contract: config = constructor args.
-    def _set_config(self, **config):
-        self.model_config = dict(config)
-
-    def get_config(self):
-        return {"name": self.name, "trainable": self.trainable, **self.model_config}
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
 
     def __init__(
         self,

@@ -22,6 +22,7 @@ from keras import ops
 
 from kzoo import validation
 from kzoo.layers import fast
+from kzoo.models.base import ModelConfig
 from kzoo.optimizers import Adam
 from kzoo.registry import register_model
 
@@ -147,7 +148,7 @@ class TwoPlayerOptimizer(keras.optimizers.Optimizer):
 # === The adversarial model (shared by gan and dcgan) ===
 
 
-class AdversarialModel(keras.Model):
+class AdversarialModel(ModelConfig, keras.Model):
     """Holds a generator and a discriminator and trains them with one loss.
 
     Subclasses build `self.generator` (latent vector to image in
@@ -155,18 +156,6 @@ class AdversarialModel(keras.Model):
     `_finish_init`. Calling the model on images returns the discriminator's
     logits (high means "real").
     """
-
-    # Subclassed (not functional), so not a ZooModel: Keras rewires the bases of
-    # any class built functionally. Same contract: config = constructor args.
-    def _set_config(self, **config):
-        self.model_config = dict(config)
-
-    def get_config(self):
-        return {"name": self.name, "trainable": self.trainable, **self.model_config}
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
 
     def _finish_init(self, generator, discriminator, latent_dim, seed_name):
         self.generator = generator
