@@ -74,6 +74,7 @@ from kzoo.weights.core import (
     converters,
     find_converter,
     load_into,
+    load_weights,
     register_converter,
 )
 from kzoo.weights.exporting import export, state_dict
@@ -91,6 +92,7 @@ __all__ = [
     "find_converter",
     "list_weights",
     "load_into",
+    "load_weights",
     "read_checkpoint",
     "register_converter",
     "state_dict",

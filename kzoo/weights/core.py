@@ -286,6 +286,39 @@ def load_into(model, checkpoint, converter, *, reset_head=False, model_name=None
     ).load(port_list)
 
 
+def load_weights(model, weights, *, model_name=None):
+    """Load published weights into an existing kzoo model, in place.
+
+    The model's architecture must already fit the checkpoint (use
+    `kzoo.create_model(name, weights=...)` to build one that does); the
+    same checks apply: every tensor used once, every weight set.
+
+    Args:
+        model: a kzoo model.
+        weights: str. A SOURCE, as for `create_model(..., weights=...)`.
+        model_name: str or None. The registered name whose converters
+            apply. Defaults to `model.name`.
+
+    Returns:
+        The model.
+
+    Example:
+
+    >>> import kzoo, os, tempfile
+    >>> model = kzoo.create_model("resnet18", input_shape=(32, 32, 3), num_classes=4, width=4)
+    >>> path = kzoo.weights.export(model, os.path.join(tempfile.mkdtemp(), "w.safetensors"))
+    >>> kzoo.weights.load_weights(model, str(path)).name
+    'resnet18'
+    """
+    from kzoo.weights import sources
+
+    name = model_name or model.name
+    checkpoint = sources.read_checkpoint(weights, model_name=name)
+    converter = find_converter(name, checkpoint)
+    load_into(model, checkpoint, converter, model_name=name)
+    return model
+
+
 def build_with_weights(entry, weights, kwargs):
     """`create_model(name, weights=...)`: read, build to fit, load, attach metadata."""
     from kzoo.weights import sources

@@ -6,15 +6,16 @@ Runs where torch (and torchvision, timm, transformers) are installed. Each
 `refs_*.py` module beside this file defines `CASES`, a dict from a case name
 to a `Case`: it builds a random-initialised reference model, every parameter
 and buffer re-randomised here (default initial values hide epsilon, bias and
-norm-placement errors), and saves it in the case's formats:
+norm-placement errors; batch-norm statistics are measured on random inputs,
+then perturbed, so that every layer shows in the outputs), and saves it in the case's formats:
 
 - `model.safetensors`, `model.pth` (a state dict for `torch.load(...,
   weights_only=True)`), `folder/` (`save_pretrained` or timm's `save_for_hf`);
 - `wrong.safetensors`: the same weights through a deliberately wrong mapping
   (a transposed kernel, swapped q/k), which must not reproduce the outputs;
 - `io.npz`: `x` (the kzoo input), `y` (the reference output);
-- `model.keras`: the checkpoint converted by kzoo under this backend, for
-  the jax and tensorflow envs to load.
+- `model.keras` (cases with `keras_file`): the checkpoint converted by kzoo
+  under this backend, for the jax and tensorflow envs to load.
 
 `OUTDIR/manifest.json` lists every case: the kzoo model, its arguments, the
 files. The tests (`tests/test_weights_references.py`) read OUTDIR from
@@ -65,6 +66,8 @@ class Case:
         state_from_folder: bool. Take the state dict from the saved folder's
             `model.safetensors` (transformers renames modules in memory and
             writes the published names on save).
+        keras_file: bool. Also write `model.keras`, converted under torch,
+            for the other backends to load.
     """
 
     model: str
@@ -80,6 +83,7 @@ class Case:
     tolerance: float = 1e-4
     slow: bool = False
     state_from_folder: bool = False
+    keras_file: bool = False
 
 
 def case_modules():
@@ -116,7 +120,40 @@ def randomise(module, seed=0):
                 tensor.copy_(1 + torch.randn(tensor.shape, generator=g) * 0.2)
             else:
                 fan_in = max(1, int(np.prod(tensor.shape[1:])))
-                tensor.copy_(torch.randn(tensor.shape, generator=g) * (1.5 / fan_in) ** 0.5)
+                tensor.copy_(torch.randn(tensor.shape, generator=g) * (2.0 / fan_in) ** 0.5)  # He: ReLU nets keep their signal
+    return module
+
+
+def calibrate_batch_norms(module, x, seed=0):
+    """Set batch-norm statistics near those of `x`'s activations, then perturb them.
+
+    Random running statistics far from the true ones shrink the signal layer
+    by layer (a randomised EfficientNet's outputs barely depend on its
+    input), so a wrong early mapping would go unseen. Measured statistics,
+    each perturbed at random, keep every layer's contribution visible.
+    """
+    import torch
+
+    norms = [m for m in module.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return module
+    g = torch.Generator().manual_seed(seed + 1)
+    module.eval()
+    # One norm at a time, in order, each measured behind the already perturbed ones
+    # (a perturbation the next norms never saw would compound over the depth).
+    for m in norms:
+        momentum = m.momentum
+        m.reset_running_stats()
+        m.momentum = None  # a cumulative average: the calibration batch's statistics
+        m.train()
+        with torch.no_grad():
+            module(torch.from_numpy(x))
+        m.eval()
+        m.momentum = momentum
+        with torch.no_grad():
+            std = m.running_var.sqrt()
+            m.running_mean.add_(0.2 * std * torch.randn(std.shape, generator=g))
+            m.running_var.mul_(0.7 + 0.6 * torch.rand(std.shape, generator=g))
     return module
 
 
@@ -161,6 +198,8 @@ def write_case(name, case, outdir):
     module = randomise(case.build().eval(), seed=zlib.crc32(name.encode()))
     rng = np.random.default_rng(0)
     x = case.inputs(rng)
+    calibration = np.concatenate([case.inputs(rng) for _ in range(8)])
+    calibrate_batch_norms(module, calibration, seed=zlib.crc32(name.encode()))
     y = (case.forward or default_forward)(module, x)
     state = {k: v.detach().contiguous() for k, v in module.state_dict().items()}
     if "folder" in case.formats:
@@ -209,7 +248,8 @@ def main(outdir, names=None):
         if names and name not in names:
             continue
         entry = write_case(name, case, outdir)
-        entry["keras"] = write_keras(name, entry, outdir)
+        if case.keras_file:
+            entry["keras"] = write_keras(name, entry, outdir)
         manifest[name] = entry
         manifest_path.write_text(json.dumps(manifest, indent=1) + "\n")
         print(f"wrote {name}", flush=True)

@@ -123,7 +123,7 @@ CASES = {
     # torchvision ResNets at odd, non-square sizes (explicit stride-2 padding).
     "tv_resnet18": Case(
         model="resnet18", build=_resnet("resnet18", num_classes=10), inputs=_images((45, 37)),
-        kwargs={"input_shape": (45, 37, 3)}, formats=("safetensors", "pth"),
+        kwargs={"input_shape": (45, 37, 3)}, formats=("safetensors", "pth"), keras_file=True,
     ),
     "tv_resnet34": Case(
         model="resnet34", build=_resnet("resnet34", num_classes=10), inputs=_images((33, 40), 1),
@@ -131,7 +131,7 @@ CASES = {
     ),
     "tv_resnet50": Case(
         model="resnet50", build=_resnet("resnet50", num_classes=10), inputs=_images((35, 32), 1),
-        kwargs={"input_shape": (35, 32, 3)}, formats=("pth",),
+        kwargs={"input_shape": (35, 32, 3)},
     ),
     # timm's ResNets share torchvision's keys; resnet18 also as timm's hub folder.
     "timm_resnet18": Case(
@@ -157,11 +157,11 @@ CASES = {
     ),
     "tv_efficientnet_b1": Case(
         model="efficientnet_b1", build=_efficientnet("efficientnet_b1"), inputs=_images((32, 32), 1),
-        kwargs={"input_shape": (32, 32, 3)}, wrong=transpose_last_square_kernel,
+        kwargs={"input_shape": (32, 32, 3)}, wrong=transpose_last_square_kernel, slow=True,
     ),
     "tv_efficientnet_b2": Case(
         model="efficientnet_b2", build=_efficientnet("efficientnet_b2"), inputs=_images((32, 32), 1),
-        kwargs={"input_shape": (32, 32, 3)}, wrong=transpose_last_square_kernel,
+        kwargs={"input_shape": (32, 32, 3)}, wrong=transpose_last_square_kernel, slow=True,
     ),
     "tv_efficientnet_b3": Case(
         model="efficientnet_b3", build=_efficientnet("efficientnet_b3"), inputs=_images((32, 32), 1),
@@ -170,7 +170,7 @@ CASES = {
     # 200x200 reaches 25x25 maps, where 'same' pools differ from torch's ceil mode.
     "tv_googlenet": Case(
         model="googlenet_torchvision", build=_googlenet(False), inputs=_images((200, 200), 1),
-        kwargs={"input_shape": (200, 200, 3)},
+        kwargs={"input_shape": (200, 200, 3)}, keras_file=True,
     ),
     "tv_googlenet_aux": Case(
         model="googlenet_torchvision", build=_googlenet(True), inputs=_images((67, 61), 1),
@@ -179,7 +179,7 @@ CASES = {
     ),
     "timm_vit_tiny": Case(
         model="vit_tiny", build=_timm("vit_tiny_patch16_224", img_size=64, num_classes=10),
-        inputs=_images((64, 64), 2), kwargs={}, layout="timm",
+        inputs=_images((64, 64), 2), kwargs={}, layout="timm", keras_file=True,
         wrong=_swap_query_key("blocks.0.attn.qkv.weight"),
     ),
     "timm_vit_small": Case(
@@ -196,7 +196,7 @@ CASES = {
     "hf_vit": Case(
         model="vit_base", build=_hf_vit, inputs=_images((32, 32), 2), forward=_hf_forward,
         kwargs={"num_heads": 4}, formats=("folder", "safetensors"), save_folder=_hf_folder,
-        layout="transformers", wrong=_hf_vit_wrong, state_from_folder=True,
+        layout="transformers", wrong=_hf_vit_wrong, state_from_folder=True, keras_file=True,
     ),
 }
 
