@@ -121,3 +121,26 @@ def preprocess_images(images, spec):
     if isinstance(images, (str, Path)) or (isinstance(images, np.ndarray) and images.ndim in (2, 3)):
         images = [images]
     return np.stack([preprocess_image(image, spec) for image in images])
+
+
+def normalize_arrays(x, spec):
+    """Arrays already scaled to `spec["value_range"]` -> the checkpoint's inputs.
+
+    For datasets held as float arrays (kzoo's loaders give [0, 1] images):
+    repeats a single channel to the three a checkpoint expects and applies
+    `(x - mean) / std`; no resizing.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from kzoo.weights.preprocessing import normalize_arrays
+    >>> normalize_arrays(np.ones((2, 4, 4, 1)), {"mean": [0.5] * 3, "std": [0.25] * 3}).shape
+    (2, 4, 4, 3)
+    """
+    x = np.asarray(x, dtype="float32")
+    channels = len(spec["mean"]) if spec.get("mean") is not None else x.shape[-1]
+    if x.shape[-1] == 1 and channels == 3:
+        x = np.repeat(x, 3, axis=-1)
+    if spec.get("mean") is not None:
+        x = (x - np.asarray(spec["mean"], "float32")) / np.asarray(spec["std"], "float32")
+    return x

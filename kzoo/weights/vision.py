@@ -68,7 +68,9 @@ register_converter(Converter(
     models=("resnet18", "resnet34", "resnet50"),
     describe="torchvision/timm ResNet",
     detect=lambda c: "layer1.0.conv1.weight" in c.state and "conv1.weight" in c.state,
-    arguments=lambda c: _head_classes(c, "fc.weight"),
+    arguments=lambda c: {**_head_classes(c, "fc.weight"),
+                         **({"width": int(c.state["conv1.weight"].shape[0])}
+                            if "conv1.weight" in c.state else {})},
     ports=_resnet_ports,
     ignored=("*.num_batches_tracked",),
     extras=ports.batch_norm_counters,

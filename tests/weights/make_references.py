@@ -1,6 +1,8 @@
 """Write reference checkpoints, inputs and outputs for the weights tests.
 
-    KERAS_BACKEND=torch python tests/weights/make_references.py OUTDIR [CASE ...]
+    KERAS_BACKEND=torch python tests/weights/make_references.py OUTDIR [--slow] [CASE ...]
+
+(`--slow` adds the cases marked `slow`, which only `pytest -m slow` runs.)
 
 Runs where torch (and torchvision, timm, transformers) are installed. Each
 `refs_*.py` module beside this file defines `CASES`, a dict from a case name
@@ -139,21 +141,25 @@ def calibrate_batch_norms(module, x, seed=0):
         return module
     g = torch.Generator().manual_seed(seed + 1)
     module.eval()
-    # One norm at a time, in order, each measured behind the already perturbed ones
-    # (a perturbation the next norms never saw would compound over the depth).
-    for m in norms:
-        momentum = m.momentum
-        m.reset_running_stats()
-        m.momentum = None  # a cumulative average: the calibration batch's statistics
-        m.train()
+
+    # In one eval-mode pass, each norm takes its statistics from its own input just
+    # before it runs, behind the already perturbed norms upstream (a perturbation
+    # the next norms never saw would compound over the depth).
+    def measure(m, inputs):
+        x = inputs[0]
+        axes = [0, *range(2, x.ndim)]
+        mean, var = x.mean(axes), x.var(axes)
+        std = var.sqrt()
+        m.running_mean.copy_(mean + 0.2 * std * torch.randn(std.shape, generator=g))
+        m.running_var.copy_(var * (0.7 + 0.6 * torch.rand(std.shape, generator=g)))
+
+    hooks = [m.register_forward_pre_hook(measure) for m in norms]
+    try:
         with torch.no_grad():
             module(torch.from_numpy(x))
-        m.eval()
-        m.momentum = momentum
-        with torch.no_grad():
-            std = m.running_var.sqrt()
-            m.running_mean.add_(0.2 * std * torch.randn(std.shape, generator=g))
-            m.running_var.mul_(0.7 + 0.6 * torch.rand(std.shape, generator=g))
+    finally:
+        for h in hooks:
+            h.remove()
     return module
 
 
@@ -239,13 +245,13 @@ def write_keras(name, entry, outdir):
     return f"{name}/model.keras"
 
 
-def main(outdir, names=None):
+def main(outdir, names=None, slow=False):
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     manifest_path = outdir / "manifest.json"
     manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
     for name, case in all_cases().items():
-        if names and name not in names:
+        if (names and name not in names) or (case.slow and not slow and not names):
             continue
         entry = write_case(name, case, outdir)
         if case.keras_file:
@@ -259,4 +265,5 @@ def main(outdir, names=None):
 if __name__ == "__main__":
     if len(sys.argv) < 2:
         sys.exit("usage: make_references.py OUTDIR [CASE ...]")
-    main(sys.argv[1], sys.argv[2:] or None)
+    args = [a for a in sys.argv[2:] if a != "--slow"]
+    main(sys.argv[1], args or None, slow="--slow" in sys.argv)
