@@ -85,6 +85,14 @@ def _export(args):
 def _predict(args):
     from pathlib import Path
 
+    if args.weights or args.zoo_model:  # a registered model with published weights
+        from kzoo.weights import cli
+
+        return cli.predict_command(args, [args.model, *args.inputs] if args.model else args.inputs)
+    if not args.inputs:
+        print("error: predict needs a model and at least one input file", file=sys.stderr)
+        return 1
+
     from kzoo import export
     from kzoo.backend import memory
 
@@ -137,13 +145,19 @@ def main(argv=None):
     p.set_defaults(func=_export)
 
     p = sub.add_parser("predict", help="run a saved model on .npy or image files")
-    p.add_argument("model", help="a run folder (its model.keras) or a .keras file")
-    p.add_argument("inputs", nargs="+", help=".npy arrays (one example or a batch) or images")
+    p.add_argument("model", nargs="?", help="a run folder (its model.keras) or a .keras file")
+    p.add_argument("inputs", nargs="*", help=".npy arrays (one example or a batch) or images")
+    p.add_argument("--model", dest="zoo_model", default=None,
+                   help="a registered model name, with --weights")
+    p.add_argument("--weights", default=None, help="published weights for --model (kzoo.weights)")
     p.add_argument("--top-k", type=_positive_int, default=5, help="classes shown per example (classifiers)")
     p.add_argument("--labels", default=None, help="a text file with one class name per line")
     p.add_argument("--output", default=None,
                    help="write predictions to a .json or .npy file instead of printing")
     p.set_defaults(func=_predict)
+    from kzoo.weights import cli as weights_cli
+
+    weights_cli.register(sub)
     args = parser.parse_args(argv)
     return args.func(args)
 

@@ -10,7 +10,16 @@ learning rate (per-layer learning rates, on every backend). The run reports
 both accuracies, and a model trained from scratch on the same digits for the
 same number of fine-tuning epochs as a reference.
 
+With `--weights SOURCE` the survey's example runs for real: the backbone is
+a published checkpoint (`--model resnet50 --weights imagenet`, a
+`.safetensors`/`.pth` file, a Hugging Face folder or `hf://` id; see
+`kzoo.weights.list_weights()`) instead of the pre-training phase, the target
+images get the checkpoint's normalisation (from `model.metadata`), and the
+same two phases follow: frozen backbone, then the last stages unfrozen with
+per-layer learning rates.
+
     KERAS_BACKEND=jax python recipes/transfer.py
+    KERAS_BACKEND=jax python recipes/transfer.py --model resnet50 --weights imagenet --image-size 64
 """
 
 import math
@@ -34,10 +43,13 @@ def main(argv=None):
     parser.add_argument("--target", default="digits", help="dataset to fine-tune on")
     parser.add_argument(
         "--model",
-        choices=("resnet20_cifar", "resnet56_cifar", "resnet18"),
+        choices=("resnet20_cifar", "resnet56_cifar", "resnet18", "resnet34", "resnet50"),
         default="resnet20_cifar",
     )
-    parser.add_argument("--width", type=int, default=8, help="first-stage channels")
+    parser.add_argument("--width", type=int, default=8,
+                        help="first-stage channels (without --weights)")
+    parser.add_argument("--weights", default=None,
+                        help="start from published weights instead of pre-training (kzoo.weights)")
     parser.add_argument("--image-size", type=int, default=24)
     parser.add_argument("--finetune-epochs", type=int, default=4, help="epochs of each phase")
     parser.add_argument("--finetune-lr", type=float, default=1e-2)
@@ -60,6 +72,8 @@ def main(argv=None):
     # === Data: two offline datasets of the same image size ===
     size = {"image_size": args.image_size}
     target = run.load_data(args.target, **size)
+    if args.weights:
+        return finetune_pretrained(args, run, target, finetune_epochs)
     source = run.load_data(args.dataset, **size)  # last: the runner's schedule follows it
     if tuple(source.input_shape) != tuple(target.input_shape):
         raise runner.RunError(
@@ -130,6 +144,56 @@ def main(argv=None):
     )
     scratch.fit(batches(target), epochs=2 * finetune_epochs, verbose=0)
     metrics["scratch_test_accuracy"] = evaluate(scratch, target)
+    return run.finish(model, metrics)
+
+
+def finetune_pretrained(args, run, target, finetune_epochs):
+    """`--weights`: a published backbone, frozen, then its last stages unfrozen."""
+    from kzoo.data.augment import AugmentedBatches
+    from kzoo.weights.preprocessing import normalize_arrays
+
+    if args.model not in ("resnet18", "resnet34", "resnet50"):
+        raise runner.RunError(
+            f"--weights loads torchvision/timm ResNets; --model {args.model} has none, so pass "
+            "--model resnet18, resnet34 or resnet50."
+        )
+    height, width = target.input_shape[:2]
+    try:
+        model = kzoo.create_model(args.model, weights=args.weights,
+                                  input_shape=(height, width, 3), num_classes=target.num_classes)
+    except ValueError as err:
+        raise runner.RunError(str(err)) from None
+    spec = model.metadata["preprocessing"]  # the checkpoint's normalisation
+    x_train, x_val, x_test = (normalize_arrays(x, spec)
+                              for x in (target.x_train, target.x_val, target.x_test))
+    train = AugmentedBatches(x_train, target.y_train, args.batch_size, None, args.seed)
+
+    def compile_finetune(optimizer):
+        model.compile(optimizer=optimizer, loss=runner.classification_loss(args.label_smoothing),
+                      metrics=["accuracy"], jit_compile=run.jit_compile)
+
+    def evaluate():
+        return model.evaluate(x_test, target.y_test, verbose=0, return_dict=True)["accuracy"]
+
+    # === 1. The published backbone frozen, a new head (linear probing) ===
+    transfer.freeze_backbone(model)
+    n = len(x_train)
+    lr = cosine(args.finetune_lr, finetune_epochs, n, args.batch_size)
+    compile_finetune(run.make_optimizer(lr=lr))
+    model.fit(train, epochs=finetune_epochs, verbose=0)
+    metrics = {"frozen_backbone_test_accuracy": evaluate()}
+
+    # === 2. The last stages unfrozen, slower than the head ===
+    trainable = transfer.unfreeze_last_stages(
+        model, args.unfreeze_stages, train_batch_norm=not args.freeze_batch_norm)
+    stages = transfer.stages(model)[len(transfer.stages(model)) - args.unfreeze_stages:]
+    optimizer = transfer.layerwise_learning_rates(
+        run.make_optimizer(lr=lr), model, {f"{s}_*": args.backbone_lr_mult for s in stages})
+    compile_finetune(optimizer)
+    run.epochs = finetune_epochs
+    run.fit(model, train, validation_data=(x_val, target.y_val))
+    metrics["finetuned_test_accuracy"] = evaluate()
+    metrics["finetuned_layers"] = len(trainable)
     return run.finish(model, metrics)
 
 
