@@ -73,7 +73,7 @@ def test_vocab_txt_matches_transformers_bert_tokenizer(tmp_path):
 
 
 def test_hf_id_reads_a_local_hub_cache_offline(tmp_path, monkeypatch):
-    hub = pytest.importorskip("huggingface_hub")
+    constants = pytest.importorskip("huggingface_hub.constants")
     (tmp_path / "src").mkdir()
     byte_level_bpe(tmp_path / "src")
     # Lay out a hub cache by hand: models--org--name/snapshots/<commit>/ and refs/main.
@@ -86,8 +86,8 @@ def test_hf_id_reads_a_local_hub_cache_offline(tmp_path, monkeypatch):
     (repo / "refs").mkdir()
     (repo / "refs" / "main").write_text(commit)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(hub.constants, "HF_HUB_OFFLINE", True)
-    monkeypatch.setattr(hub.constants, "HF_HUB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "cache"))
     tok = tokenizers.from_checkpoint("hf://kzoo-test/tiny-bpe")
     local = tokenizers.from_checkpoint(tmp_path / "src")
     assert tok.encode(["the lazy fox"]) == local.encode(["the lazy fox"])
