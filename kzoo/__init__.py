@@ -21,6 +21,8 @@ __version__ = "0.1.0"
 # `import kzoo`, with safe_mode=True and no custom_objects.
 registry._load_families()
 
+from kzoo import weights  # noqa: E402,F401  (the converters, after the models)
+
 __all__ = [
     "create_model",
     "list_models",

@@ -209,13 +209,20 @@ def check_kwargs(entry, kwargs):
             )
 
 
-def create_model(name, /, **kwargs):
+def create_model(name, /, weights=None, **kwargs):
     """Build the registered model `name` with keyword overrides.
 
     Returns a built, uncompiled `keras.Model`; classifiers output logits.
 
     Args:
         name: str. A name from `kzoo.list_models()`.
+        weights: str or None. Published weights to load: a `.safetensors`
+            or `.pth` file, a Hugging Face model folder, `hf://ORG/NAME`, or
+            a preset name from `kzoo.weights.list_weights(name)` such as
+            `"imagenet"` (see `kzoo.weights`). Architecture arguments the
+            checkpoint fixes are taken from it; a `num_classes` it
+            contradicts keeps the backbone and re-initialises the head.
+            Defaults to None (random initialisation).
         **kwargs: overrides of the builder's defaults; `kzoo.model_info(name)`
             lists them.
 
@@ -231,6 +238,10 @@ def create_model(name, /, **kwargs):
     """
     entry = get_entry(name)
     check_kwargs(entry, kwargs)
+    if weights is not None:
+        from kzoo.weights.core import build_with_weights
+
+        return build_with_weights(entry, weights, kwargs)
     return entry.builder(**{**entry.fixed, **kwargs})
 
 
