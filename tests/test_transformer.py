@@ -25,6 +25,8 @@ from kzoo.layers.transformer import (
 
 D, HEADS, FF = 16, 4, 32
 RECIPES = pathlib.Path(__file__).resolve().parents[1] / "recipes"
+TINY_LM = {"vocab_size": 17, "max_length": 8, "d_model": 8, "num_heads": 2, "num_layers": 1,
+           "intermediate_dim": 16}
 
 
 def _rand(*shape, seed=0):
@@ -289,6 +291,23 @@ def test_paper_base_model_parameter_count():
 def test_gpt2_small_shape_parameter_count():
     model = kzoo.create_model("transformer_lm")
     assert model.count_params() == 124_439_808  # GPT-2 small, as published by OpenAI
+
+
+def test_lm_activation_is_saved_by_name_and_matches_torch_tanh_gelu(tmp_path):
+    torch = pytest.importorskip("torch")
+    model = kzoo.create_model("transformer_lm", **{**TINY_LM, "activation": "gelu_tanh"})
+    path = tmp_path / "lm.keras"
+    model.save(path)
+    again = keras.saving.load_model(path)
+    assert again.get_config()["activation"] == "gelu_tanh"
+    block = again.get_layer("decoder_block_0")
+    x = _rand(2, 3, 5)
+    expected = torch.nn.functional.gelu(torch.from_numpy(x), approximate="tanh").numpy()
+    np.testing.assert_allclose(_np(block.activation(x)), expected, atol=1e-6)
+    exact = torch.nn.functional.gelu(torch.from_numpy(x)).numpy()
+    assert not np.allclose(_np(block.activation(x)), exact, atol=1e-5)
+    with pytest.raises(ValueError, match="activation='gelu_tnah'"):
+        kzoo.create_model("transformer_lm", **{**TINY_LM, "activation": "gelu_tnah"})
 
 
 # === Errors: one sentence naming the value and the fix ===
