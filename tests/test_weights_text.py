@@ -124,6 +124,18 @@ def test_bert_masked_lm_loads_with_its_tied_decoder(refs, tmp_path):
                                                                        transpose_ff)))
     _far(_bert_outputs(wrong, ref)[real], ref["logits"][real])
 
+    def as_google_pretraining(state):  # bert-base-uncased's names and its two extra heads
+        for key in [k for k in state if "LayerNorm." in k]:
+            state[key.replace(".weight", ".gamma").replace(".bias", ".beta")] = state.pop(key)
+        state["bert.pooler.dense.weight"] = np.ones((16, 16), "float32")
+        state["bert.pooler.dense.bias"] = np.ones(16, "float32")
+        state["cls.seq_relationship.weight"] = np.ones((2, 16), "float32")
+        state["cls.seq_relationship.bias"] = np.ones(2, "float32")
+
+    google = _wrong_copy(folder, tmp_path / "google", as_google_pretraining)
+    model = kzoo.create_model("bert_tiny_mlm", weights=str(google))
+    _close(_bert_outputs(model, ref)[real], ref["logits"][real])
+
 
 def test_a_bert_folder_into_a_vit_says_so_in_one_sentence(refs):
     folder = refs("bert_classification")

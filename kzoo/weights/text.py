@@ -197,27 +197,35 @@ def _bert_arguments(checkpoint):
 def _bert_ports(model, checkpoint):
     p = _prefix(checkpoint.state, "bert.")
     e = f"{p}embeddings"
+    # Google's original checkpoints (bert-base-uncased) name LayerNorm's
+    # parameters gamma and beta; transformers renames them when it loads.
+    legacy = any(k.endswith("LayerNorm.gamma") for k in checkpoint.state)
+    names = {"weight": "gamma", "bias": "beta"} if legacy else {}
+
+    def layer_norm(layer, prefix):
+        return ports.layer_norm(layer, prefix, **names)
+
     out = _token_and_positions(model.get_layer("token_embedding"), f"{e}.word_embeddings.weight",
                                f"{e}.position_embeddings.weight")
     out += ports.copy(model.get_layer("segment_embedding").embeddings,
                       f"{e}.token_type_embeddings.weight")
-    out += ports.layer_norm(model.get_layer("embedding_norm"), f"{e}.LayerNorm")
+    out += layer_norm(model.get_layer("embedding_norm"), f"{e}.LayerNorm")
     for i in range(model.model_config["num_layers"]):
         block, key = model.get_layer(f"encoder_block_{i}"), f"{p}encoder.layer.{i}"
         a = f"{key}.attention"
         out += linear_attention(block.self_attention, f"{a}.self.query", f"{a}.self.key",
                                 f"{a}.self.value", f"{a}.output.dense")
-        out += ports.layer_norm(block.self_attention_norm, f"{a}.output.LayerNorm")
+        out += layer_norm(block.self_attention_norm, f"{a}.output.LayerNorm")
         out += ports.dense(block.ff_dense_1, f"{key}.intermediate.dense")
         out += ports.dense(block.ff_dense_2, f"{key}.output.dense")
-        out += ports.layer_norm(block.ff_norm, f"{key}.output.LayerNorm")
+        out += layer_norm(block.ff_norm, f"{key}.output.LayerNorm")
     if model.model_config["head"] == "classification":
         out += ports.dense(model.get_layer("pooler"), f"{p}pooler.dense")
         out += ports.dense(model.get_layer("head"), "classifier", head=True)
     else:
         t = "cls.predictions.transform"
         out += ports.dense(model.get_layer("mlm_transform"), f"{t}.dense")
-        out += ports.layer_norm(model.get_layer("mlm_norm"), f"{t}.LayerNorm")
+        out += layer_norm(model.get_layer("mlm_norm"), f"{t}.LayerNorm")
         out += ports.copy(model.get_layer("mlm_bias").bias, "cls.predictions.bias")
     return out
 
@@ -279,8 +287,8 @@ register_converter(Converter(
     # The MLM decoder is tied to the word embeddings (listed again by .pth state
     # dicts); BertForPreTraining's pooler and next-sentence head have no place
     # in the masked-LM model; position_ids are buffers of older versions.
-    ignored=("cls.predictions.decoder.*", "cls.seq_relationship.*", "*.position_ids",
-             "*.token_type_ids"),
+    ignored=("cls.predictions.decoder.*", "cls.seq_relationship.*", "bert.pooler.*",
+             "*.position_ids", "*.token_type_ids"),
     extras=_bert_extras, metadata=_bert_metadata, export_config=_bert_export_config,
 ))
 
