@@ -176,8 +176,11 @@ def test_gpt2_loads_exactly_with_its_tokenizer(refs, tmp_path):
 def test_gpt2_from_a_local_hub_cache_offline(refs, tmp_path, monkeypatch):
     constants = pytest.importorskip("huggingface_hub.constants")
     folder = refs("gpt2")
+    # The tiny reference stands in for the weights table's GPT-2 in the cache.
+    (row,) = kzoo.weights.list_weights("transformer_lm")
+    hub_id = row["source"][len("hf://"):]
     commit = "1" * 40
-    repo = tmp_path / "hub" / "models--kzoo-test--tiny-gpt2"
+    repo = tmp_path / "hub" / f"models--{hub_id.replace('/', '--')}"
     shutil.copytree(folder, repo / "snapshots" / commit)
     (repo / "refs").mkdir()
     (repo / "refs" / "main").write_text(commit)
@@ -185,10 +188,12 @@ def test_gpt2_from_a_local_hub_cache_offline(refs, tmp_path, monkeypatch):
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
     ref = np.load(folder / "reference.npz")
-    model = kzoo.create_model("transformer_lm", weights="hf://kzoo-test/tiny-gpt2")
-    _close(_np(model(ref["token_ids"], training=False)), ref["logits"])
-    assert model.metadata["source"]["hub_id"] == "kzoo-test/tiny-gpt2"
-    assert "tokenizer" in model.metadata
+    for weights in (f"hf://{hub_id}", row["preset"]):
+        model = kzoo.create_model("transformer_lm", weights=weights)
+        _close(_np(model(ref["token_ids"], training=False)), ref["logits"])
+        assert model.metadata["source"]["hub_id"] == hub_id
+        assert "tokenizer" in model.metadata
+    assert model.metadata["source"]["license"] == row["license"]
 
 
 # === CLIP ===
