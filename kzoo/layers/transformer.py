@@ -489,13 +489,29 @@ class PaddingMask(keras.layers.Layer):
 
 # === Encoder and decoder blocks ===
 def gelu_tanh(x):
-    """GELU's tanh approximation: GPT-2's `gelu_new`, torch's `gelu(approximate="tanh")`."""
+    """GELU's tanh approximation: GPT-2's `gelu_new`, torch's `gelu(approximate="tanh")`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from kzoo.layers.transformer import gelu_tanh
+    >>> [round(float(v), 4) for v in gelu_tanh(np.array([-1.0, 0.0, 2.0], "float32"))]
+    [-0.1588, 0.0, 1.9546]
+    """
     return keras.activations.gelu(x, approximate=True)
 
 
 def quick_gelu(x):
-    """`x * sigmoid(1.702 x)`, the GELU approximation of OpenAI's CLIP."""
-    return x * keras.activations.sigmoid(1.702 * x)
+    """`x * sigmoid(1.702 x)`, the GELU approximation of OpenAI's CLIP.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from kzoo.layers.transformer import quick_gelu
+    >>> [round(float(v), 4) for v in quick_gelu(np.array([-1.0, 0.0, 2.0], "float32"))]
+    [-0.1542, 0.0, 1.9357]
+    """
+    return ops.multiply(x, ops.sigmoid(ops.multiply(1.702, x)))
 
 
 #: Feed-forward activations the blocks take by name (saved in their config as

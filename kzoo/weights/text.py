@@ -105,7 +105,7 @@ def _output_projection(layer, transpose):
     return load, save
 
 
-def linear_attention(layer, query, key, value, output):
+def _linear_attention(layer, query, key, value, output):
     """A kzoo `MultiHeadAttention` from four torch `Linear` modules (BERT, CLIP)."""
     out = []
     for kernel, bias, prefix in ((layer.query_kernel, layer.query_bias, query),
@@ -119,7 +119,7 @@ def linear_attention(layer, query, key, value, output):
     return out
 
 
-def fused_conv1d_attention(layer, prefix):
+def _fused_conv1d_attention(layer, prefix):
     """A kzoo `MultiHeadAttention` from GPT-2's `c_attn` (in, 3 * out) and `c_proj`."""
     heads = layer.num_heads
 
@@ -213,7 +213,7 @@ def _bert_ports(model, checkpoint):
     for i in range(model.model_config["num_layers"]):
         block, key = model.get_layer(f"encoder_block_{i}"), f"{p}encoder.layer.{i}"
         a = f"{key}.attention"
-        out += linear_attention(block.self_attention, f"{a}.self.query", f"{a}.self.key",
+        out += _linear_attention(block.self_attention, f"{a}.self.query", f"{a}.self.key",
                                 f"{a}.self.value", f"{a}.output.dense")
         out += layer_norm(block.self_attention_norm, f"{a}.output.LayerNorm")
         out += ports.dense(block.ff_dense_1, f"{key}.intermediate.dense")
@@ -336,7 +336,7 @@ def _gpt2_ports(model, checkpoint):
     for i in range(model.model_config["num_layers"]):
         block, key = model.get_layer(f"decoder_block_{i}"), f"{p}h.{i}"
         out += ports.layer_norm(block.self_attention_norm, f"{key}.ln_1")
-        out += fused_conv1d_attention(block.self_attention, f"{key}.attn")
+        out += _fused_conv1d_attention(block.self_attention, f"{key}.attn")
         out += ports.layer_norm(block.ff_norm, f"{key}.ln_2")
         out += _conv1d(block.ff_dense_1, f"{key}.mlp.c_fc")
         out += _conv1d(block.ff_dense_2, f"{key}.mlp.c_proj")
@@ -451,7 +451,7 @@ def _clip_arguments(checkpoint):
 
 def _clip_block(block, key):
     a = f"{key}.self_attn"
-    return (linear_attention(block.self_attention, f"{a}.q_proj", f"{a}.k_proj", f"{a}.v_proj",
+    return (_linear_attention(block.self_attention, f"{a}.q_proj", f"{a}.k_proj", f"{a}.v_proj",
                              f"{a}.out_proj")
             + ports.layer_norm(block.self_attention_norm, f"{key}.layer_norm1")
             + ports.dense(block.ff_dense_1, f"{key}.mlp.fc1")
