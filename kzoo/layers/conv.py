@@ -91,18 +91,19 @@ def conv(x, filters, kernel_size=3, strides=1, *, use_bias=True, name):
     )(x)
 
 
-def batch_norm(x, *, zero_gamma=False, name):
+def batch_norm(x, *, zero_gamma=False, epsilon=BN_EPSILON, name):
     """Batch normalisation over the channel axis with PyTorch's defaults.
 
     Args:
         x: tensor. A channels-last input.
         zero_gamma: bool. Start the scale at zero, so a residual branch
             ending here starts as the identity. Defaults to False.
+        epsilon: float. Added to the variance. Defaults to torch's 1e-5.
         name: str. Layer name.
     """
     return fast.BatchNormalization(
         momentum=BN_MOMENTUM,
-        epsilon=BN_EPSILON,
+        epsilon=epsilon,
         gamma_initializer="zeros" if zero_gamma else "ones",
         name=name,
     )(x)
@@ -117,6 +118,7 @@ def conv_bn_act(
     activation="relu",
     use_batch_norm=True,
     zero_gamma=False,
+    bn_epsilon=BN_EPSILON,
     name,
 ):
     """Convolution, then batch norm, then activation: the basic CNN block.
@@ -136,6 +138,8 @@ def conv_bn_act(
             True.
         zero_gamma: bool. Start the batch norm scale at zero. Defaults to
             False.
+        bn_epsilon: float. The batch norm's epsilon. Defaults to torch's
+            1e-5.
         name: str. Prefix of the layer names.
 
     Example:
@@ -148,7 +152,7 @@ def conv_bn_act(
     """
     x = conv(x, filters, kernel_size, strides, use_bias=not use_batch_norm, name=f"{name}_conv")
     if use_batch_norm:
-        x = batch_norm(x, zero_gamma=zero_gamma, name=f"{name}_bn")
+        x = batch_norm(x, zero_gamma=zero_gamma, epsilon=bn_epsilon, name=f"{name}_bn")
     if activation is not None:
         x = keras.layers.Activation(activation, name=f"{name}_act")(x)
     return x
@@ -163,6 +167,34 @@ def zero_pad(x, padding, *, name):
         name: str. Layer name.
     """
     return _PAD[spatial_rank(x)](padding, name=name)(x)
+
+
+def ceil_pool(x, kind="max", pool_size=2, strides=None, *, name):
+    """A pool with torch's `ceil_mode=True` (no padding), at every input size.
+
+    Torch's ceil mode adds a last, partial window where the floor mode would
+    drop the border; here that is zero padding at the bottom and right (for
+    max-pools of non-negative inputs, such as after a ReLU, the same as
+    torch's -inf) followed by a valid pool. Keras' `'same'` pools agree
+    only while the sides are even. Needs static spatial sizes.
+
+    Example:
+
+    >>> import keras
+    >>> from kzoo.layers.conv import ceil_pool
+    >>> tuple(ceil_pool(keras.Input((25, 24, 2)), "max", 3, 2, name="p").shape)
+    (None, 12, 12, 2)
+    """
+    strides = strides or pool_size
+    pads = []
+    for size in x.shape[1:-1]:
+        out = -(-(size - pool_size) // strides) + 1
+        if (out - 1) * strides >= size:  # torch: the last window must start inside
+            out -= 1
+        pads.append((0, max(0, (out - 1) * strides + pool_size - size)))
+    if any(p[1] for p in pads):
+        x = _PAD[spatial_rank(x)](tuple(pads) if len(pads) > 1 else pads[0], name=f"{name}_pad")(x)
+    return pool(x, kind, pool_size, strides, name=name)
 
 
 def pool(x, kind="max", pool_size=2, strides=None, *, padding="valid", name):

@@ -147,7 +147,7 @@ class AdaptiveAveragePooling(keras.layers.Layer):
 
 def inception_module(
     x, filters_1x1, reduce_3x3, filters_3x3, reduce_5x5, filters_5x5, pool_proj,
-    *, batch_norm=False, name,
+    *, batch_norm=False, kernel_5x5=5, bn_epsilon=1e-5, name,
 ):
     """GoogLeNet's Inception module: four parallel branches, concatenated.
 
@@ -168,6 +168,10 @@ def inception_module(
         pool_proj: int. Channels of the 1x1 projection after the max-pool.
         batch_norm: bool. Batch norm after every convolution (the
             convolutions then have no bias). Defaults to False.
+        kernel_5x5: int. Kernel of the "5x5" branch: 5 as designed, 3 in
+            torchvision's GoogLeNet. Defaults to 5.
+        bn_epsilon: float. Batch norm epsilon (torchvision's GoogLeNet uses
+            1e-3). Defaults to 1e-5.
         name: str. Prefix of the layer names.
 
     Example:
@@ -181,12 +185,13 @@ def inception_module(
 
     def unit(y, filters, kernel_size, suffix):
         return conv_bn_act(
-            y, filters, kernel_size, use_batch_norm=batch_norm, name=f"{name}_{suffix}"
+            y, filters, kernel_size, use_batch_norm=batch_norm, bn_epsilon=bn_epsilon,
+            name=f"{name}_{suffix}",
         )
 
     branch_1 = unit(x, filters_1x1, 1, "1x1")
     branch_3 = unit(unit(x, reduce_3x3, 1, "3x3_reduce"), filters_3x3, 3, "3x3")
-    branch_5 = unit(unit(x, reduce_5x5, 1, "5x5_reduce"), filters_5x5, 5, "5x5")
+    branch_5 = unit(unit(x, reduce_5x5, 1, "5x5_reduce"), filters_5x5, kernel_5x5, "5x5")
     branch_pool = fast.MaxPooling2D(3, strides=1, padding="same", name=f"{name}_pool")(x)
     branch_pool = unit(branch_pool, pool_proj, 1, "pool_proj")
     return keras.layers.Concatenate(name=f"{name}_concat")(

@@ -12,7 +12,7 @@ import keras
 
 from kzoo import validation
 from kzoo.layers import fast
-from kzoo.layers.conv import conv_bn_act, global_pool, pool, zero_pad
+from kzoo.layers.conv import ceil_pool, conv_bn_act, global_pool, pool, zero_pad
 from kzoo.layers.efficientnet import mbconv_block, round_filters, round_repeats
 from kzoo.layers.inception import (
     AdaptiveAveragePooling,
@@ -312,6 +312,9 @@ INCEPTION_MODULES = {
 }
 
 
+GOOGLENET_LAYOUTS = ("paper", "torchvision")
+
+
 @keras.saving.register_keras_serializable(package="kzoo")
 class GoogLeNet(ZooModel):
     """GoogLeNet (Inception v1): a stem, nine Inception modules, average pooling.
@@ -321,8 +324,16 @@ class GoogLeNet(ZooModel):
     the logits; 6,998,552 trainable parameters at 1000 classes without the
     auxiliary heads (the survey's table rounds to 6.8M). `batch_norm=True`
     gives the batch-norm variant (BN after every convolution, no LRN, no
-    convolution biases). Max-pools use "same" padding, which at 224x224
-    equals the reference's ceil-mode pooling.
+    convolution biases). Max-pools are ceil-mode pools, as in the Caffe and
+    torch references, at every input size (a 200x200 input reaches 25x25
+    maps, where Keras' "same" pools would differ).
+
+    `layout="torchvision"` is torchvision's GoogLeNet, which loads its
+    published weights (`googlenet_torchvision`): batch norm with epsilon
+    1e-3, a 3x3 kernel in the "5x5" branch, and a 2x2 stride-2 max-pool
+    (instead of 3x3) before module 5a. Those weights were trained on
+    inputs normalised to [-1, 1] (torchvision's `transform_input`), which
+    the weights table records as their preprocessing.
 
     With `aux_heads=True` the model has three outputs, `[logits,
     aux1_logits, aux2_logits]`: the auxiliary classifiers after modules 4a
@@ -342,6 +353,9 @@ class GoogLeNet(ZooModel):
             published network; small values make test-sized models).
             Defaults to 1.0.
         dropout: float. Dropout rate before the main head. Defaults to 0.4.
+        layout: str. `"paper"` (as designed) or `"torchvision"` (as
+            torchvision builds it; needs `batch_norm=True`). Defaults to
+            `"paper"`.
         name: str. Model name. Defaults to `"googlenet"`.
 
     Example:
@@ -361,12 +375,21 @@ class GoogLeNet(ZooModel):
         batch_norm=False,
         width=1.0,
         dropout=0.4,
+        layout="paper",
         name="googlenet",
         **kwargs,
     ):
         input_shape = image_shape(input_shape, minimum=1, model="googlenet")
         validation.choice("aux_heads", aux_heads, (True, False))
         validation.choice("batch_norm", batch_norm, (True, False))
+        validation.choice("layout", layout, GOOGLENET_LAYOUTS)
+        if layout == "torchvision" and not batch_norm:
+            raise ValueError(
+                "Received layout='torchvision' with batch_norm=False; torchvision's GoogLeNet "
+                "has batch norm after every convolution, so pass batch_norm=True."
+            )
+        torchvision = layout == "torchvision"
+        bn_epsilon = 1e-3 if torchvision else 1e-5
         if isinstance(width, bool) or not isinstance(width, (int, float)) or width <= 0:
             raise ValueError(
                 f"Received width={width!r}; expected a positive number, such as width=1.0 "
@@ -380,7 +403,8 @@ class GoogLeNet(ZooModel):
 
         def unit(x, filters, kernel_size, strides=1, *, name):
             return conv_bn_act(
-                x, scaled(filters), kernel_size, strides, use_batch_norm=batch_norm, name=name
+                x, scaled(filters), kernel_size, strides, use_batch_norm=batch_norm,
+                bn_epsilon=bn_epsilon, name=name,
             )
 
         def lrn(x, name):
@@ -397,18 +421,20 @@ class GoogLeNet(ZooModel):
         # === Layers and functional graph ===
         inputs = keras.Input(input_shape, name="images")
         x = unit(inputs, 64, 7, 2, name="conv1")  # (B, 112, 112, 64)
-        x = pool(x, "max", 3, 2, padding="same", name="pool1")  # (B, 56, 56, 64)
+        x = ceil_pool(x, "max", 3, 2, name="pool1")  # (B, 56, 56, 64)
         x = lrn(x, "lrn1")
         x = unit(x, 64, 1, name="conv2_reduce")
         x = unit(x, 192, 3, name="conv2")
         x = lrn(x, "lrn2")
-        x = pool(x, "max", 3, 2, padding="same", name="pool2")  # (B, 28, 28, 192)
+        x = ceil_pool(x, "max", 3, 2, name="pool2")  # (B, 28, 28, 192)
         aux_outputs = []
         for module, module_filters in INCEPTION_MODULES.items():
             if module in ("4a", "5a"):
-                x = pool(x, "max", 3, 2, padding="same", name=f"pool{module[0]}")
+                size = 2 if (torchvision and module == "5a") else 3
+                x = ceil_pool(x, "max", size, 2, name=f"pool{module[0]}")
             x = inception_module(
                 x, *(scaled(f) for f in module_filters), batch_norm=batch_norm,
+                kernel_5x5=3 if torchvision else 5, bn_epsilon=bn_epsilon,
                 name=f"inception_{module}",
             )
             if aux_heads and module in ("4a", "4d"):
@@ -422,7 +448,7 @@ class GoogLeNet(ZooModel):
         # === Config ===
         self._set_config(
             input_shape=input_shape, num_classes=num_classes, aux_heads=aux_heads,
-            batch_norm=batch_norm, width=width, dropout=dropout,
+            batch_norm=batch_norm, width=width, dropout=dropout, layout=layout,
         )
 
 
@@ -572,6 +598,12 @@ register_variant(
     summary="GoogLeNet with batch norm after every convolution (no LRN).",
     tiny={"input_shape": (32, 32, 3), "num_classes": 3, "width": 0.0625},
     batch_norm=True, name="googlenet_bn", **CLASSIC,
+)
+register_variant(
+    "googlenet_torchvision", GoogLeNet,
+    summary="GoogLeNet as torchvision builds it (BN eps 1e-3, 3x3 '5x5' branch): loads its weights.",
+    tiny={"input_shape": (32, 32, 3), "num_classes": 3, "width": 0.0625},
+    batch_norm=True, layout="torchvision", dropout=0.2, name="googlenet_torchvision", **CLASSIC,
 )
 # The published compound-scaled variants: (width, depth, resolution, dropout).
 for _variant, (_width, _depth, _size, _dropout) in {

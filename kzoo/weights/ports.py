@@ -106,3 +106,67 @@ def batch_norm_counters(model, state):
         key[: -len("running_mean")] + "num_batches_tracked": np.zeros((), np.int64)
         for key in state if key.endswith(".running_mean")
     }
+
+
+def attention(layer, *, query, key, value, output):
+    """Separate torch `Linear` q/k/v/out projections into kzoo's `MultiHeadAttention`.
+
+    Args:
+        layer: `kzoo.layers.transformer.MultiHeadAttention`.
+        query, key, value, output: str. Source prefixes of the four Linears.
+    """
+    heads, dim = layer.num_heads, layer.head_dim
+    out = []
+    for kernel, bias, prefix in ((layer.query_kernel, layer.query_bias, query),
+                                 (layer.key_kernel, layer.key_bias, key),
+                                 (layer.value_kernel, layer.value_bias, value)):
+        shape = tuple(kernel.shape)
+        out.append(Port([kernel], [f"{prefix}.weight"], lambda a, s=shape: [a[0].T.reshape(s)],
+                        lambda a: [a[0].reshape(a[0].shape[0], -1).T]))
+        if bias is not None:
+            out.append(Port([bias], [f"{prefix}.bias"], lambda a: [a[0].reshape(heads, dim)],
+                            lambda a: [a[0].reshape(-1)]))
+    shape = tuple(layer.output_kernel.shape)
+    out.append(Port([layer.output_kernel], [f"{output}.weight"], lambda a: [a[0].T.reshape(shape)],
+                    lambda a: [a[0].reshape(-1, a[0].shape[-1]).T]))
+    if layer.output_bias is not None:
+        out.append(Port([layer.output_bias], [f"{output}.bias"]))
+    return out
+
+
+def fused_attention(layer, *, qkv, output):
+    """A fused q/k/v `Linear` (3D, D) (timm's `attn.qkv`, torch's `in_proj_*`) and its output.
+
+    Args:
+        layer: `kzoo.layers.transformer.MultiHeadAttention`.
+        qkv: str or (weight_key, bias_key). The fused projection's prefix
+            (`"blocks.0.attn.qkv"`), or its two keys (`("...in_proj_weight",
+            "...in_proj_bias")` for `torch.nn.MultiheadAttention`).
+        output: str or (weight_key, bias_key). The output projection.
+    """
+    heads, dim = layer.num_heads, layer.head_dim
+    kernels = [layer.query_kernel, layer.key_kernel, layer.value_kernel]
+    shape = tuple(kernels[0].shape)
+
+    def load_kernel(a):
+        return [w.T.reshape(shape) for w in np.split(a[0], 3, axis=0)]
+
+    def save_kernel(a):
+        return [np.concatenate([k.reshape(k.shape[0], -1).T for k in a], axis=0)]
+
+    qkv_weight, qkv_bias = qkv if isinstance(qkv, tuple) else (f"{qkv}.weight", f"{qkv}.bias")
+    out = [Port(kernels, [qkv_weight], load_kernel, save_kernel)]
+    if layer.query_bias is not None:
+        out.append(Port(
+            [layer.query_bias, layer.key_bias, layer.value_bias], [qkv_bias],
+            lambda a: [b.reshape(heads, dim) for b in np.split(a[0], 3)],
+            lambda a: [np.concatenate([b.reshape(-1) for b in a])],
+        ))
+    out_shape = tuple(layer.output_kernel.shape)
+    output_weight, output_bias = (output if isinstance(output, tuple)
+                                  else (f"{output}.weight", f"{output}.bias"))
+    out.append(Port([layer.output_kernel], [output_weight], lambda a: [a[0].T.reshape(out_shape)],
+                    lambda a: [a[0].reshape(-1, a[0].shape[-1]).T]))
+    if layer.output_bias is not None:
+        out.append(Port([layer.output_bias], [output_bias]))
+    return out
