@@ -135,6 +135,14 @@ def test_bert_masked_lm_loads_with_its_tied_decoder(refs, tmp_path):
     google = _wrong_copy(folder, tmp_path / "google", as_google_pretraining)
     model = kzoo.create_model("bert_tiny_mlm", weights=str(google))
     _close(_bert_outputs(model, ref)[real], ref["logits"][real])
+    # Fine-tuning starts there: a classifier keeps the encoder and says the head is new.
+    with pytest.warns(UserWarning, match="the pooler and the classification head start") as got:
+        classifier = kzoo.create_model("bert_tiny", weights=str(folder), num_classes=4)
+    assert len([w for w in got if w.category is UserWarning]) == 1  # one line, said once
+    for name in ("token_embedding", "encoder_block_1"):
+        for a, b in zip(classifier.get_layer(name).get_weights(),
+                        model.get_layer(name).get_weights(), strict=True):
+            np.testing.assert_array_equal(a, b)
 
 
 def test_a_bert_folder_into_a_vit_says_so_in_one_sentence(refs):

@@ -11,6 +11,8 @@ while GPT-2's `Conv1D` stores `(in, out)` and fuses q, k, v in one `c_attn`;
 kzoo's attention keeps per-head kernels `(features, heads, head_dim)`.
 """
 
+import warnings
+
 import numpy as np
 
 from kzoo.weights import ports
@@ -173,7 +175,8 @@ def _bert_arguments(checkpoint):
     ff = state.get(f"{p}encoder.layer.0.intermediate.dense.weight")
     if ff is not None:
         out["intermediate_dim"] = int(ff.shape[0])
-    out["head"] = "classification" if "classifier.weight" in state else "masked_lm"
+    # The kzoo name picks the head (bert_tiny_mlm, or head=...): a classifier
+    # from a pre-training checkpoint is where fine-tuning starts.
     if "classifier.weight" in state:
         out["num_classes"] = int(state["classifier.weight"].shape[0])
     if config:
@@ -220,14 +223,33 @@ def _bert_ports(model, checkpoint):
         out += ports.dense(block.ff_dense_2, f"{key}.output.dense")
         out += layer_norm(block.ff_norm, f"{key}.output.LayerNorm")
     if model.model_config["head"] == "classification":
-        out += ports.dense(model.get_layer("pooler"), f"{p}pooler.dense")
-        out += ports.dense(model.get_layer("head"), "classifier", head=True)
+        fresh = []
+        for layer, key, head in (("pooler", f"{p}pooler.dense", False),
+                                 ("head", "classifier", True)):
+            if checkpoint.state and f"{key}.weight" not in checkpoint.state:
+                out += _keep_initial(model.get_layer(layer))  # a pre-training checkpoint
+                fresh.append("the pooler" if layer == "pooler" else "the classification head")
+            else:
+                out += ports.dense(model.get_layer(layer), key, head=head)
+        if fresh:
+            warnings.warn(
+                f"{checkpoint.describe()} has no sequence-classification head: the encoder is "
+                f"loaded and {' and '.join(fresh)} start from their initial values.",
+                stacklevel=4,
+            )
     else:
         t = "cls.predictions.transform"
         out += ports.dense(model.get_layer("mlm_transform"), f"{t}.dense")
         out += layer_norm(model.get_layer("mlm_norm"), f"{t}.LayerNorm")
         out += ports.copy(model.get_layer("mlm_bias").bias, "cls.predictions.bias")
     return out
+
+
+def _keep_initial(layer):
+    """Ports that set `layer`'s weights to their own initial values (nothing to load)."""
+    weights = list(layer.weights)
+    return [Port(weights, [], lambda arrays, w=weights: [np.asarray(v.numpy()) for v in w],
+                 lambda arrays: [])]
 
 
 def _bert_extras(model, state):
@@ -287,7 +309,8 @@ register_converter(Converter(
     # The MLM decoder is tied to the word embeddings (listed again by .pth state
     # dicts); BertForPreTraining's pooler and next-sentence head have no place
     # in the masked-LM model; position_ids are buffers of older versions.
-    ignored=("cls.predictions.decoder.*", "cls.seq_relationship.*", "bert.pooler.*",
+    # A classification model from a pre-training checkpoint drops its MLM head.
+    ignored=("cls.predictions.*", "cls.seq_relationship.*", "bert.pooler.*",
              "*.position_ids", "*.token_type_ids"),
     extras=_bert_extras, metadata=_bert_metadata, export_config=_bert_export_config,
 ))
