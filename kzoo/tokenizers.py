@@ -203,6 +203,13 @@ def from_checkpoint(source):
         path = os.path.join(folder, name)
         if os.path.exists(path):
             config.update(_read_json(path))
+    present = {name for name in _TOKENIZER_FILES if os.path.exists(os.path.join(folder, name))}
+    if not ({"tokenizer.json", "vocab.txt"} & present or {"vocab.json", "merges.txt"} <= present):
+        raise ValueError(
+            f"Received checkpoint {str(source)!r} without tokenizer files; expected "
+            "tokenizer.json, vocab.txt, or vocab.json with merges.txt, so save the "
+            "tokenizer beside the weights (tokenizer.save_pretrained(folder))."
+        )
     library = _import_tokenizers()
     path = os.path.join(folder, "tokenizer.json")
     if os.path.exists(path):
@@ -217,19 +224,11 @@ def from_checkpoint(source):
             mask_token=_special(config, "mask_token") or "[MASK]",
         )._tokenizer
         config.setdefault("pad_token", "[PAD]")
-    elif os.path.exists(os.path.join(folder, "vocab.json")) and os.path.exists(
-        os.path.join(folder, "merges.txt")
-    ):
+    else:
         tokenizer = library.ByteLevelBPETokenizer(
             os.path.join(folder, "vocab.json"), os.path.join(folder, "merges.txt"),
             add_prefix_space=bool(config.get("add_prefix_space", False)),
         )._tokenizer
-    else:
-        raise ValueError(
-            f"Received checkpoint {str(source)!r} without tokenizer files; expected "
-            "tokenizer.json, vocab.txt, or vocab.json with merges.txt, so save the "
-            "tokenizer beside the weights (tokenizer.save_pretrained(folder))."
-        )
     pad = _special(config, "pad_token")
     if pad is not None and tokenizer.token_to_id(pad) is None:
         pad = None
