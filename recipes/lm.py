@@ -10,6 +10,14 @@ with every Python installation (`kzoo/data/text.py`), read offline.
 
     KERAS_BACKEND=jax python recipes/lm.py
     KERAS_BACKEND=torch python recipes/lm.py --position-encoding sinusoidal
+
+With `--weights SOURCE` (a GPT-2 checkpoint: a `save_pretrained` folder,
+`hf://openai-community/gpt2`, ...) there is no training: the checkpoint and its
+tokenizer are loaded with `kzoo.create_model("transformer_lm", weights=...)`
+and `--prompt` is continued by `--sample-length` sampled tokens.
+
+    KERAS_BACKEND=jax python recipes/lm.py --weights hf://openai-community/gpt2 \
+        --prompt "The meaning of life is"
 """
 
 import math
@@ -18,7 +26,7 @@ import keras
 
 import kzoo
 from kzoo.data.text import decode, encode
-from kzoo.models.generation import generate
+from kzoo.models.generation import generate, generate_text
 from kzoo.training import runner
 
 PROMPTS = ("Return the ", "This module provides ")
@@ -47,6 +55,19 @@ def sample(model, prompt, length, **options):
     return decode(ids)
 
 
+def continue_prompt(args):
+    """`--weights SOURCE --prompt TEXT`: sample a continuation from a published checkpoint."""
+    try:
+        model = kzoo.create_model("transformer_lm", weights=args.weights)
+        text = generate_text(model, args.prompt or PROMPTS[0],
+                             max_new_tokens=args.sample_length, method="sample",
+                             temperature=0.8, top_k=40, seed=args.seed)[0]
+    except (ValueError, TypeError, ImportError) as err:
+        raise runner.RunError(str(err)) from None
+    print(text)
+    return text
+
+
 def main(argv=None):
     parser = runner.make_parser(
         __doc__, epochs=6, batch_size=32, lr=2e-3, dataset="python_docs",
@@ -63,7 +84,12 @@ def main(argv=None):
     parser.add_argument("--position-encoding", choices=("learned", "sinusoidal"),
                         default="learned")
     parser.add_argument("--sample-length", type=int, default=120)
+    parser.add_argument("--weights", default=None,
+                        help="a GPT-2 checkpoint to sample from instead of training")
+    parser.add_argument("--prompt", default=None, help="text the --weights model continues")
     args = parser.parse_args(argv)
+    if args.weights:
+        return continue_prompt(args)
 
     # === Data ===
     run = runner.Run(args, recipe="lm")

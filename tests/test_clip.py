@@ -114,3 +114,32 @@ def test_clip_recipe_smoke(tmp_path):
     for name in ("model.keras", "history.csv", "learning_curve.png"):
         assert (tmp_path / name).exists(), name
     assert 0.0 <= record["metrics"]["zero_shot_test_accuracy"] <= 1.0
+
+
+def test_text_norm_epsilon_matches_the_blocks_and_old_files_keep_theirs():
+    model = tiny_model("clip_dual_encoder")
+    assert model.get_layer("text_norm").epsilon == pytest.approx(1e-5)
+    assert model.get_layer("text_block_0").layer_norm_epsilon == pytest.approx(1e-5)
+    # A config saved before the option existed rebuilds the norm it was saved with.
+    old = {k: v for k, v in model.get_config().items() if k != "text_norm_epsilon"}
+    assert type(model).from_config(old).get_layer("text_norm").epsilon == pytest.approx(1e-3)
+
+
+def test_openai_layout_reads_the_text_up_to_its_end_token_only():
+    from kzoo.models.clip import openai_clip_inputs
+
+    model = tiny_model("clip_vit_base_patch32")
+    x = openai_clip_inputs(2, np.random.default_rng(0))
+    ids = x["token_ids"]
+    end = [int(np.argmax(row == 49)) for row in ids]
+    base = keras.ops.convert_to_numpy(model(x)["text_embeddings"])
+    after = ids.copy()
+    after[0, end[0] + 1:] = 7  # anything after the end token: causal attention ignores it
+    changed = keras.ops.convert_to_numpy(model({**x, "token_ids": after})["text_embeddings"])
+    np.testing.assert_allclose(changed, base, atol=1e-6)
+    before = ids.copy()
+    before[0, 0] = (before[0, 0] + 1) % 48  # a real token does matter
+    changed = keras.ops.convert_to_numpy(model({**x, "token_ids": before})["text_embeddings"])
+    assert not np.allclose(changed[0], base[0], atol=1e-5)
+    with pytest.raises(ValueError, match="end_id=None"):
+        kzoo.create_model("clip_dual_encoder", text_pooling="end_token")

@@ -8,7 +8,12 @@ import keras
 import numpy as np
 import pytest
 from harness import predict
-from torch_weights import load_torch_attention, load_torch_decoder_layer, load_torch_encoder_layer
+from torch_weights import (
+    load_torch_attention,
+    load_torch_decoder_layer,
+    load_torch_encoder_layer,
+    load_torch_transformer,
+)
 
 import kzoo
 from kzoo.layers.transformer import (
@@ -20,6 +25,8 @@ from kzoo.layers.transformer import (
 
 D, HEADS, FF = 16, 4, 32
 RECIPES = pathlib.Path(__file__).resolve().parents[1] / "recipes"
+TINY_LM = {"vocab_size": 17, "max_length": 8, "d_model": 8, "num_heads": 2, "num_layers": 1,
+           "intermediate_dim": 16}
 
 
 def _rand(*shape, seed=0):
@@ -116,6 +123,48 @@ def test_decoder_block_matches_torch(norm_first, masked):
     out = _np(block(y, encoder_outputs=memory, use_causal_mask=masked,
                     encoder_padding_mask=memory_keep if masked else None))
     np.testing.assert_allclose(out, expected, atol=1e-5, rtol=1e-5)
+
+
+def _torch_transformer_logits(torch, reference, model, ids):
+    """nn.Transformer on kzoo's embeddings, then kzoo's head: the reference logits."""
+    source, target = ids["source_ids"], ids["target_ids"]
+    src = torch.from_numpy(_np(model.source_embedding(source)))
+    tgt = torch.from_numpy(_np(model.target_embedding(target)))
+    out = reference(
+        src, tgt, tgt_mask=torch.nn.Transformer.generate_square_subsequent_mask(target.shape[1]),
+        src_key_padding_mask=torch.from_numpy(source == 0),
+        tgt_key_padding_mask=torch.from_numpy(target == 0),
+        memory_key_padding_mask=torch.from_numpy(source == 0),
+    ).detach().numpy()
+    kernel, bias = model.head.get_weights()
+    return out @ kernel + bias
+
+
+def test_post_norm_transformer_with_final_norms_loads_torch_nn_transformer():
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(7)
+    reference = torch.nn.Transformer(
+        D, HEADS, num_encoder_layers=2, num_decoder_layers=2, dim_feedforward=FF, dropout=0.0,
+        batch_first=True,
+    ).eval()
+    with torch.no_grad():  # default values (ones, zeros) would hide a misplaced norm
+        for p in reference.parameters():
+            p.copy_(torch.randn(p.shape) * 0.3 + (1.0 if p.ndim == 1 else 0.0))
+    config = dict(vocab_size=11, target_vocab_size=13, d_model=D, num_heads=HEADS,
+                  num_encoder_layers=2, num_decoder_layers=2, intermediate_dim=FF, dropout=0.0,
+                  share_embeddings="none")
+    model = kzoo.create_model("transformer", **config, final_norms=True)
+    assert kzoo.create_model("transformer", **config).encoder_norm is None  # post-norm default
+    load_torch_transformer(model, reference)
+    ids = {"source_ids": np.array([[3, 4, 5, 6, 0], [7, 8, 0, 0, 0]], "int32"),
+           "target_ids": np.array([[1, 9, 10, 0], [1, 11, 12, 5]], "int32")}
+    expected = _torch_transformer_logits(torch, reference, model, ids)
+    real = ids["target_ids"] != 0
+    np.testing.assert_allclose(_np(model(ids))[real], expected[real], atol=1e-4, rtol=1e-4)
+    again = type(model).from_config(model.get_config())  # the option round-trips
+    assert again.encoder_norm is not None and again.decoder_norm is not None
+    load_torch_transformer(model, reference, swap_final_norms=True)
+    assert not np.allclose(_np(model(ids))[real], expected[real], atol=1e-3, rtol=1e-3)
 
 
 # === Positions ===
@@ -242,6 +291,23 @@ def test_paper_base_model_parameter_count():
 def test_gpt2_small_shape_parameter_count():
     model = kzoo.create_model("transformer_lm")
     assert model.count_params() == 124_439_808  # GPT-2 small, as published by OpenAI
+
+
+def test_lm_activation_is_saved_by_name_and_matches_torch_tanh_gelu(tmp_path):
+    torch = pytest.importorskip("torch")
+    model = kzoo.create_model("transformer_lm", **{**TINY_LM, "activation": "gelu_tanh"})
+    path = tmp_path / "lm.keras"
+    model.save(path)
+    again = keras.saving.load_model(path)
+    assert again.get_config()["activation"] == "gelu_tanh"
+    block = again.get_layer("decoder_block_0")
+    x = _rand(2, 3, 5)
+    expected = torch.nn.functional.gelu(torch.from_numpy(x), approximate="tanh").numpy()
+    np.testing.assert_allclose(_np(block.activation(x)), expected, atol=1e-6)
+    exact = torch.nn.functional.gelu(torch.from_numpy(x)).numpy()
+    assert not np.allclose(_np(block.activation(x)), exact, atol=1e-5)
+    with pytest.raises(ValueError, match="activation='gelu_tnah'"):
+        kzoo.create_model("transformer_lm", **{**TINY_LM, "activation": "gelu_tnah"})
 
 
 # === Errors: one sentence naming the value and the fix ===

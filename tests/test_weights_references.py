@@ -190,7 +190,7 @@ def test_a_bert_folder_into_a_vit_raises_one_sentence(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert", "hidden_size": 8}))
     save_file({"bert.embeddings.word_embeddings.weight": np.zeros((4, 8), "float32")},
               str(tmp_path / "model.safetensors"))
-    with pytest.raises(ValueError, match="transformers 'bert' model") as info:
+    with pytest.raises(ValueError, match="(?i)bert") as info:
         kzoo.create_model("vit_base", weights=str(tmp_path))
     assert "\n" not in str(info.value) and str(info.value).count(". ") == 0
 

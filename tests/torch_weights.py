@@ -42,3 +42,21 @@ def load_torch_decoder_layer(block, torch_layer):
     _dense(block.ff_dense_1, torch_layer.linear1)
     _dense(block.ff_dense_2, torch_layer.linear2)
     _norm(block.ff_norm, torch_layer.norm3)
+
+
+def load_torch_transformer(model, transformer, *, swap_final_norms=False):
+    """Copy a `torch.nn.Transformer`'s stacks and final norms into a kzoo `transformer`
+    built with `final_norms=True` (embeddings and head are kzoo's own).
+
+    `swap_final_norms=True` loads the encoder's final norm into the decoder's and
+    back: a deliberately wrong mapping for the tests.
+    """
+    for block, layer in zip(model.encoder_blocks, transformer.encoder.layers, strict=True):
+        load_torch_encoder_layer(block, layer)
+    for block, layer in zip(model.decoder_blocks, transformer.decoder.layers, strict=True):
+        load_torch_decoder_layer(block, layer)
+    norms = (transformer.encoder.norm, transformer.decoder.norm)
+    if swap_final_norms:
+        norms = norms[::-1]
+    _norm(model.encoder_norm, norms[0])
+    _norm(model.decoder_norm, norms[1])

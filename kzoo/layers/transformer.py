@@ -488,6 +488,61 @@ class PaddingMask(keras.layers.Layer):
 
 
 # === Encoder and decoder blocks ===
+def gelu_tanh(x):
+    """GELU's tanh approximation: GPT-2's `gelu_new`, torch's `gelu(approximate="tanh")`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from kzoo.layers.transformer import gelu_tanh
+    >>> [round(float(v), 4) for v in gelu_tanh(np.array([-1.0, 0.0, 2.0], "float32"))]
+    [-0.1588, 0.0, 1.9546]
+    """
+    return keras.activations.gelu(x, approximate=True)
+
+
+def quick_gelu(x):
+    """`x * sigmoid(1.702 x)`, the GELU approximation of OpenAI's CLIP.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from kzoo.layers.transformer import quick_gelu
+    >>> [round(float(v), 4) for v in quick_gelu(np.array([-1.0, 0.0, 2.0], "float32"))]
+    [-0.1542, 0.0, 1.9357]
+    """
+    return ops.multiply(x, ops.sigmoid(ops.multiply(1.702, x)))
+
+
+#: Feed-forward activations the blocks take by name (saved in their config as
+#: the name); any other name is looked up with `keras.activations.get`. "gelu"
+#: is the exact GELU (BERT, torch's default), the others name approximations
+#: published checkpoints were trained with.
+FEED_FORWARD_ACTIVATIONS = {"gelu_tanh": gelu_tanh, "quick_gelu": quick_gelu}
+
+
+def feed_forward_activation(name):
+    """The function of a feed-forward activation name ("relu", "gelu", "gelu_tanh", ...).
+
+    Example:
+
+    >>> from kzoo.layers.transformer import feed_forward_activation
+    >>> round(float(feed_forward_activation("gelu_tanh")(1.0)), 4)
+    0.8412
+    """
+    if isinstance(name, str):
+        if name in FEED_FORWARD_ACTIVATIONS:
+            return FEED_FORWARD_ACTIVATIONS[name]
+        try:
+            return keras.activations.get(name)
+        except ValueError:
+            pass
+    raise ValueError(
+        f"Received activation={name!r}; expected the name of a Keras activation or one of "
+        f"{sorted(FEED_FORWARD_ACTIVATIONS)}, so pass a string such as 'gelu' or 'gelu_tanh'."
+    )
+
+
 class _BlockBase(keras.layers.Layer):
     """Shared arguments and the feed-forward part of the two blocks."""
 
@@ -511,10 +566,8 @@ class _BlockBase(keras.layers.Layer):
             self.dropout if attention_dropout is None
             else validation.fraction("attention_dropout", attention_dropout)
         )
-        self.activation = keras.activations.get(activation)
-        self.activation_name = activation if isinstance(activation, str) else (
-            keras.activations.serialize(self.activation)
-        )
+        self.activation = feed_forward_activation(activation)
+        self.activation_name = activation
         self.norm_first = bool(norm_first)
         self.layer_norm_epsilon = float(layer_norm_epsilon)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
@@ -593,7 +646,9 @@ class TransformerEncoderBlock(_BlockBase):
             feed-forward network. Defaults to 0.1.
         attention_dropout: float or None. Dropout on attention weights; None
             means `dropout`. Defaults to None.
-        activation: str. Feed-forward activation. Defaults to `"relu"`.
+        activation: str. Feed-forward activation: a Keras activation name,
+            `"gelu_tanh"` (GPT-2) or `"quick_gelu"` (OpenAI CLIP); see
+            `feed_forward_activation`. Defaults to `"relu"`.
         norm_first: bool. Pre-norm instead of post-norm. Defaults to False.
         layer_norm_epsilon: float. Layer-norm epsilon. Defaults to 1e-5.
         kernel_initializer: str or initializer. Dense and attention kernels.
@@ -669,7 +724,9 @@ class TransformerDecoderBlock(_BlockBase):
             feed-forward network. Defaults to 0.1.
         attention_dropout: float or None. Dropout on attention weights; None
             means `dropout`. Defaults to None.
-        activation: str. Feed-forward activation. Defaults to `"relu"`.
+        activation: str. Feed-forward activation: a Keras activation name,
+            `"gelu_tanh"` (GPT-2) or `"quick_gelu"` (OpenAI CLIP); see
+            `feed_forward_activation`. Defaults to `"relu"`.
         norm_first: bool. Pre-norm instead of post-norm. Defaults to False.
         layer_norm_epsilon: float. Layer-norm epsilon. Defaults to 1e-5.
         kernel_initializer: str or initializer. Dense and attention kernels.
@@ -810,6 +867,8 @@ class PatchEmbedding(keras.layers.Layer):
         embed_dim: int. Width of each patch embedding.
         kernel_initializer: str or initializer. Defaults to
             `"glorot_uniform"`.
+        use_bias: bool. Whether the projection has a bias (OpenAI's CLIP has
+            none). Defaults to True.
         **kwargs: base `keras.layers.Layer` arguments.
 
     Example:
@@ -820,11 +879,13 @@ class PatchEmbedding(keras.layers.Layer):
     (2, 6, 16)
     """
 
-    def __init__(self, patch_size, embed_dim, kernel_initializer="glorot_uniform", **kwargs):
+    def __init__(self, patch_size, embed_dim, kernel_initializer="glorot_uniform",
+                 use_bias=True, **kwargs):
         super().__init__(**kwargs)
         self.patch_size = validation.positive_int("patch_size", patch_size)
         self.embed_dim = validation.positive_int("embed_dim", embed_dim)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.use_bias = bool(use_bias)
 
     def build(self, input_shape):
         height, width = input_shape[1], input_shape[2]
@@ -837,8 +898,8 @@ class PatchEmbedding(keras.layers.Layer):
         self.grid = (height // self.patch_size, width // self.patch_size)
         self.projection = fast.Conv2D(
             self.embed_dim, self.patch_size, strides=self.patch_size,
-            kernel_initializer=self.kernel_initializer, dtype=self.dtype_policy,
-            name="projection",
+            kernel_initializer=self.kernel_initializer, use_bias=self.use_bias,
+            dtype=self.dtype_policy, name="projection",
         )
         self.projection.build(input_shape)
 
@@ -856,6 +917,7 @@ class PatchEmbedding(keras.layers.Layer):
             "patch_size": self.patch_size,
             "embed_dim": self.embed_dim,
             "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+            "use_bias": self.use_bias,
         }
 
 

@@ -109,6 +109,50 @@ class LogitScale(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="kzoo")
+class EndTokenPooling(keras.layers.Layer):
+    """Takes each sequence's vector at its first `end_id` token (OpenAI CLIP's pooling).
+
+    A sequence without the end token gives its first position.
+
+    Args:
+        end_id: int. The end-of-text token id.
+        **kwargs: base `keras.layers.Layer` arguments.
+
+    Call arguments:
+        inputs: `(batch, length, features)`.
+        token_ids: int `(batch, length)`, the ids the sequence came from.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from kzoo.models.clip import EndTokenPooling
+    >>> x = np.arange(12, dtype="float32").reshape(2, 3, 2)
+    >>> ids = np.array([[5, 9, 9], [9, 4, 4]])
+    >>> np.asarray(EndTokenPooling(9)(x, ids)).tolist()
+    [[2.0, 3.0], [6.0, 7.0]]
+    """
+
+    def __init__(self, end_id, **kwargs):
+        super().__init__(**kwargs)
+        self.end_id = validation.non_negative_int("end_id", end_id)
+
+    def call(self, inputs, token_ids):
+        is_end = ops.cast(ops.equal(ops.cast(token_ids, "int32"), self.end_id), "int32")
+        positions = ops.argmax(is_end, axis=1)  # the first end token (ties: first index)
+        picked = ops.take_along_axis(inputs, ops.reshape(positions, (-1, 1, 1)), axis=1)
+        return picked[:, 0]
+
+    def compute_output_shape(self, inputs_shape, token_ids_shape):
+        return (inputs_shape[0], inputs_shape[-1])
+
+    def get_config(self):
+        return {**super().get_config(), "end_id": self.end_id}
+
+
+TEXT_POOLINGS = ("first", "end_token")
+
+
+@keras.saving.register_keras_serializable(package="kzoo")
 class CLIPDualEncoder(ZooModel):
     """CLIP-style dual encoder trained with the symmetric contrastive loss.
 
@@ -144,6 +188,25 @@ class CLIPDualEncoder(ZooModel):
         embed_dim: int. Width of the shared embedding space. Defaults to
             256.
         dropout: float. Dropout inside the text tower. Defaults to 0.
+        text_activation: str. Feed-forward activation of the text blocks, by
+            name (`"quick_gelu"` for OpenAI's weights). Defaults to `"gelu"`.
+        text_causal: bool. Causal self-attention in the text tower (OpenAI's
+            CLIP) instead of bidirectional. Defaults to False.
+        text_pooling: str. `"first"` projects the first token (`[CLS]`);
+            `"end_token"` the first `end_id` token (OpenAI's CLIP, whose
+            causal tower has read the whole text there). Defaults to
+            `"first"`.
+        end_id: int or None. The end-of-text id, for `text_pooling=
+            "end_token"`. Defaults to None.
+        pad_id: int or None. The padding id, masked out of text attention;
+            None masks nothing (OpenAI's vocabulary has no padding id: its
+            causal tower never lets padding after the end token reach it).
+            Defaults to 0.
+        text_layer_norm_epsilon: float. Layer-norm epsilon of the text
+            blocks. Defaults to 1e-5.
+        text_norm_epsilon: float. Epsilon of the text tower's final layer
+            norm. Defaults to 1e-5 (files saved before this option existed
+            used Keras' default 1e-3 there, and still load that way).
         name: str. Model name. Defaults to `"clip_dual_encoder"`.
 
     Example:
@@ -172,6 +235,13 @@ class CLIPDualEncoder(ZooModel):
         text_layers=4,
         embed_dim=256,
         dropout=0.0,
+        text_activation="gelu",
+        text_causal=False,
+        text_pooling="first",
+        end_id=None,
+        pad_id=0,
+        text_layer_norm_epsilon=1e-5,
+        text_norm_epsilon=1e-5,
         name="clip_dual_encoder",
         **kwargs,
     ):
@@ -201,6 +271,17 @@ class CLIPDualEncoder(ZooModel):
         text_layers = validation.positive_int("text_layers", text_layers)
         embed_dim = validation.positive_int("embed_dim", embed_dim)
         dropout = validation.fraction("dropout", dropout)
+        validation.choice("text_pooling", text_pooling, TEXT_POOLINGS)
+        if text_pooling == "end_token" and end_id is None:
+            raise ValueError(
+                "Received text_pooling='end_token' with end_id=None; pooling at the end "
+                "token needs its id, so pass end_id (49407 in OpenAI's vocabulary)."
+            )
+        if end_id is not None:
+            end_id = validation.non_negative_int("end_id", end_id)
+        if pad_id is not None:
+            pad_id = validation.non_negative_int("pad_id", pad_id)
+        text_causal = bool(text_causal)
 
         # === Layers and functional graph ===
         registry.check_kwargs(entry, image_encoder_kwargs)
@@ -214,18 +295,24 @@ class CLIPDualEncoder(ZooModel):
         image_features = image_tower(images)  # (B, E): the tower's head projects
         image_embeddings = keras.layers.UnitNormalization(name="image_embedding")(image_features)
 
-        padding_mask = PaddingMask(name="padding_mask")(token_ids)
+        padding_mask = (
+            None if pad_id is None else PaddingMask(pad_id, name="padding_mask")(token_ids)
+        )
         x = TokenAndPositionEmbedding(
             vocab_size, text_width, position_encoding="learned", max_length=context_length,
             scale_embeddings=False, name="token_embedding",
         )(token_ids)  # (B, T, W)
         for i in range(text_layers):
             x = TransformerEncoderBlock(
-                text_heads, 4 * text_width, dropout=dropout, activation="gelu",
-                norm_first=True, name=f"text_block_{i}",
-            )(x, padding_mask=padding_mask)
-        x = keras.layers.LayerNormalization(name="text_norm")(x)
-        x = SequencePooling("first", name="text_pool")(x)  # (B, W): the [CLS] token
+                text_heads, 4 * text_width, dropout=dropout, activation=text_activation,
+                norm_first=True, layer_norm_epsilon=text_layer_norm_epsilon,
+                name=f"text_block_{i}",
+            )(x, padding_mask=padding_mask, use_causal_mask=text_causal)
+        x = keras.layers.LayerNormalization(epsilon=text_norm_epsilon, name="text_norm")(x)
+        if text_pooling == "first":
+            x = SequencePooling("first", name="text_pool")(x)  # (B, W): the [CLS] token
+        else:
+            x = EndTokenPooling(end_id, name="text_pool")(x, token_ids)  # (B, W)
         x = fast.Dense(embed_dim, use_bias=False, name="text_projection")(x)
         text_embeddings = keras.layers.UnitNormalization(name="text_embedding")(x)
 
@@ -243,7 +330,16 @@ class CLIPDualEncoder(ZooModel):
             image_encoder=image_encoder, image_encoder_kwargs=dict(image_encoder_kwargs),
             vocab_size=vocab_size, context_length=context_length, text_width=text_width,
             text_heads=text_heads, text_layers=text_layers, embed_dim=embed_dim, dropout=dropout,
+            text_activation=text_activation, text_causal=text_causal, text_pooling=text_pooling,
+            end_id=end_id, pad_id=pad_id, text_layer_norm_epsilon=float(text_layer_norm_epsilon),
+            text_norm_epsilon=float(text_norm_epsilon),
         )
+
+    @classmethod
+    def from_config(cls, config):
+        # Before text_norm_epsilon existed, the final text norm had Keras'
+        # default epsilon; keep those files computing what they computed.
+        return super().from_config({"text_norm_epsilon": 1e-3, **config})
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         """The symmetric contrastive loss of the batch (targets are ignored)."""
@@ -287,7 +383,42 @@ def clip_inputs(batch_size, rng, *, context_length=8, vocab_size=50):
     return {"images": images, "token_ids": token_ids}
 
 
-# === Registered model ===
+def openai_clip_inputs(batch_size, rng, *, context_length=8, vocab_size=50):
+    """Random images and token ids ending in the end token (the last id), for tests."""
+    token_ids = rng.integers(0, vocab_size - 1, size=(batch_size, context_length))
+    token_ids = token_ids.astype("int32")
+    for row, end in enumerate(rng.integers(2, context_length, size=batch_size)):
+        token_ids[row, end:] = vocab_size - 1  # the end token, then padding with it
+    images = rng.random((batch_size, 8, 8, 3)).astype("float32")
+    return {"images": images, "token_ids": token_ids}
+
+
+# OpenAI's CLIP, laid out so that its published weights load (see
+# kzoo.weights): a pre-norm image tower with quick_gelu and no patch or
+# projection biases, and a causal text tower pooled at the end token.
+OPENAI_VISION = {"pre_norm": True, "patch_bias": False, "head_bias": False,
+                 "activation": "quick_gelu", "layer_norm_epsilon": 1e-5}
+OPENAI_TEXT = {"text_activation": "quick_gelu", "text_causal": True,
+               "text_pooling": "end_token", "pad_id": None}
+
+# === Registered models ===
+registry.register_variant(
+    "clip_vit_base_patch32", CLIPDualEncoder,
+    summary="OpenAI's CLIP ViT-B/32 (openai/clip-vit-base-patch32): 151M parameters.",
+    family="multimodal", task="self_supervised", recipe="recipes/clip.py",
+    tiny={
+        "image_encoder_kwargs": {"image_shape": (8, 8, 3), "patch_size": 4, "hidden_dim": 8,
+                                 "num_heads": 2, "num_layers": 1, "mlp_dim": 16,
+                                 **OPENAI_VISION},
+        "vocab_size": 50, "end_id": 49, "context_length": 8, "text_width": 8,
+        "text_heads": 2, "text_layers": 1, "embed_dim": 8,
+    },
+    tiny_inputs=openai_clip_inputs,
+    image_encoder="vit_base",
+    image_encoder_kwargs={"image_shape": (224, 224, 3), "patch_size": 32, **OPENAI_VISION},
+    vocab_size=49408, context_length=77, text_width=512, text_heads=8, text_layers=12,
+    embed_dim=512, end_id=49407, **OPENAI_TEXT, name="clip_vit_base_patch32",
+)
 registry.register_variant(
     "clip_dual_encoder", CLIPDualEncoder,
     summary="CLIP-style dual encoder: a kzoo image tower and a Transformer text tower.",

@@ -193,3 +193,61 @@ def _beam_search(model, inputs, max_length, start_id, end_id, pad_id, beams, len
     normalized = scores / (((5.0 + lengths) / 6.0) ** length_penalty)
     best = normalized.argmax(-1)
     return tokens.reshape(batch, beams, max_length)[np.arange(batch), best]
+
+
+def generate_text(model, prompts, *, max_new_tokens, tokenizer=None, **options):
+    """Continue text prompts with a language model and its tokenizer.
+
+    Each prompt is encoded with the tokenizer (the model's own, stored in
+    `model.metadata["tokenizer"]` by `kzoo.weights` or a recipe, unless one
+    is given), continued with `generate`, and decoded.
+
+    Args:
+        model: a `TransformerLM`.
+        prompts: str or list of str.
+        max_new_tokens: int. Tokens added to each prompt.
+        tokenizer: a `kzoo.tokenizers` tokenizer or None (the model's).
+            Defaults to None.
+        **options: passed to `generate` (`method`, `temperature`, `top_k`,
+            `top_p`, `end_id`, `seed`, ...).
+
+    Returns:
+        A list of str: each prompt followed by its continuation.
+
+    Example:
+
+    >>> import kzoo
+    >>> from kzoo import tokenizers
+    >>> from kzoo.models.generation import generate_text
+    >>> tok = tokenizers.VocabularyTokenizer(" abcdefgh", level="character")
+    >>> model = kzoo.create_model("transformer_lm", vocab_size=tok.vocab_size, max_length=16,
+    ...                           d_model=8, num_heads=2, num_layers=1, intermediate_dim=16)
+    >>> model.metadata = {"tokenizer": tok.to_metadata()}
+    >>> [len(t) for t in generate_text(model, ["abc", "de"], max_new_tokens=4)]
+    [7, 6]
+    """
+    from kzoo import tokenizers
+
+    max_new_tokens = validation.positive_int("max_new_tokens", max_new_tokens)
+    if tokenizer is None:
+        metadata = getattr(model, "metadata", {}) or {}
+        if "tokenizer" not in metadata:
+            raise ValueError(
+                f"Received model {model.name!r} without a tokenizer in its metadata; expected "
+                "one to turn text into ids, so pass tokenizer= or load the model with "
+                "kzoo.create_model(..., weights=...) from a checkpoint that has one."
+            )
+        tokenizer = tokenizers.from_metadata(metadata["tokenizer"])
+    texts = [prompts] if isinstance(prompts, str) else list(prompts)
+    results = []
+    for text in texts:  # prompts of different lengths: one at a time
+        ids = tokenizer.encode([text], add_special_tokens=False)[0]
+        if not ids:
+            raise ValueError(
+                f"Received prompt {text!r}, which encodes to no tokens; expected at least "
+                "one, so pass a non-empty prompt."
+            )
+        out = generate(model, np.array([ids], "int32"), max_length=len(ids) + max_new_tokens,
+                       **options)
+        results.append(tokenizer.decode(out[0]))
+    return results

@@ -124,9 +124,16 @@ class Transformer(ZooModel):
         intermediate_dim: int. Feed-forward width (d_ff). Defaults to 2048.
         dropout: float. Dropout on embeddings, sublayer outputs and attention
             weights. Defaults to 0.1.
-        activation: str. Feed-forward activation. Defaults to `"relu"`.
-        norm_first: bool. Pre-norm blocks (with a final layer norm after each
-            stack) instead of the paper's post-norm. Defaults to False.
+        activation: str. Feed-forward activation, by name (see
+            `kzoo.layers.transformer.feed_forward_activation`). Defaults to
+            `"relu"`.
+        norm_first: bool. Pre-norm blocks instead of the paper's post-norm.
+            Defaults to False.
+        final_norms: bool or None. A final layer norm after the encoder stack
+            and after the decoder stack. None means `norm_first` (pre-norm
+            stacks end un-normalised; post-norm blocks already end in a norm);
+            True with post-norm is `torch.nn.Transformer`'s layout, whose
+            encoder and decoder always end in a LayerNorm. Defaults to None.
         share_embeddings: str. `"all"`: one matrix for source embeddings,
             target embeddings and the output projection (the paper; needs one
             shared vocabulary); `"target"`: target embeddings tied to the
@@ -166,6 +173,7 @@ class Transformer(ZooModel):
         share_embeddings="all",
         pad_id=0,
         layer_norm_epsilon=1e-5,
+        final_norms=None,
         name="transformer",
         **kwargs,
     ):
@@ -191,6 +199,11 @@ class Transformer(ZooModel):
                 "vocabulary, so use share_embeddings='target' or equal sizes."
             )
         pad_id = validation.non_negative_int("pad_id", pad_id)
+        if final_norms not in (None, True, False):
+            raise ValueError(
+                f"Received final_norms={final_norms!r}; expected True, False or None (the "
+                "same as norm_first), so pass final_norms=True for torch.nn.Transformer."
+            )
         block_args = dict(
             num_heads=num_heads, intermediate_dim=intermediate_dim, dropout=dropout,
             activation=activation, norm_first=norm_first, layer_norm_epsilon=layer_norm_epsilon,
@@ -218,9 +231,10 @@ class Transformer(ZooModel):
             TransformerDecoderBlock(**block_args, name=f"decoder_block_{i}")
             for i in range(num_decoder_layers)
         ]
-        # Pre-norm stacks end un-normalised; post-norm blocks already end in a norm.
+        # Pre-norm stacks end un-normalised; post-norm blocks already end in a norm
+        # (torch.nn.Transformer adds one anyway).
         encoder_norm = decoder_norm = None
-        if norm_first:
+        if norm_first if final_norms is None else final_norms:
             encoder_norm = keras.layers.LayerNormalization(
                 epsilon=layer_norm_epsilon, name="encoder_norm"
             )
@@ -269,7 +283,7 @@ class Transformer(ZooModel):
             num_decoder_layers=num_decoder_layers, intermediate_dim=intermediate_dim,
             dropout=dropout, activation=activation, norm_first=norm_first,
             share_embeddings=share_embeddings, pad_id=pad_id,
-            layer_norm_epsilon=layer_norm_epsilon,
+            layer_norm_epsilon=layer_norm_epsilon, final_norms=final_norms,
         )
 
     def _logits(self, y):
@@ -375,7 +389,9 @@ class TransformerLM(ZooModel):
         intermediate_dim: int. Feed-forward width. Defaults to 3072.
         dropout: float. Dropout on embeddings, sublayers and attention
             weights. Defaults to 0.1.
-        activation: str. Feed-forward activation. Defaults to `"gelu"`.
+        activation: str. Feed-forward activation: `"gelu"` (exact), `"gelu_tanh"`
+            (GPT-2's `gelu_new`), or any name `feed_forward_activation` in
+            `kzoo.layers.transformer` knows. Saved by name. Defaults to `"gelu"`.
         norm_first: bool. Pre-norm blocks (GPT-2) instead of post-norm.
             Defaults to True.
         position_encoding: str. `"learned"` or `"sinusoidal"` positions

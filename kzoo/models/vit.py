@@ -45,6 +45,14 @@ class VisionTransformer(ZooModel):
         layer_norm_epsilon: float. Layer-norm epsilon. Defaults to 1e-6.
         pooling: str. `"token"` classifies the class token, `"mean"` the mean
             of all tokens. Defaults to `"token"`.
+        activation: str. Feed-forward activation, by name (`"quick_gelu"`
+            for OpenAI's CLIP). Defaults to `"gelu"`.
+        pre_norm: bool. A layer norm on the embeddings before the first block
+            (OpenAI's CLIP image tower). Defaults to False.
+        patch_bias: bool. Whether the patch projection has a bias. Defaults to
+            True.
+        head_bias: bool. Whether the head has a bias (CLIP's image projection
+            has none). Defaults to True.
         name: str. Model name. Defaults to `"vit"`.
 
     Example:
@@ -69,6 +77,10 @@ class VisionTransformer(ZooModel):
         attention_dropout=0.0,
         layer_norm_epsilon=1e-6,
         pooling="token",
+        activation="gelu",
+        pre_norm=False,
+        patch_bias=True,
+        head_bias=True,
         name="vit",
         **kwargs,
     ):
@@ -93,19 +105,29 @@ class VisionTransformer(ZooModel):
 
         # === Layers and functional graph ===
         images = keras.Input(image_shape, name="images")
-        x = PatchEmbedding(patch_size, hidden_dim, name="patch_embedding")(images)
+        x = PatchEmbedding(
+            patch_size, hidden_dim, use_bias=patch_bias, name="patch_embedding"
+        )(images)
         x = ClassToken(name="class_token")(x)  # (B, 1 + patches, D)
         x = PositionEmbedding(num_patches + 1, name="position_embedding")(x)
+        if pre_norm:
+            x = keras.layers.LayerNormalization(epsilon=layer_norm_epsilon, name="pre_norm")(x)
         x = fast.Dropout(dropout, name="embedding_dropout")(x)
         for i in range(num_layers):
             x = TransformerEncoderBlock(
                 num_heads=num_heads, intermediate_dim=mlp_dim, dropout=dropout,
-                attention_dropout=attention_dropout, activation="gelu", norm_first=True,
+                attention_dropout=attention_dropout, activation=activation, norm_first=True,
                 layer_norm_epsilon=layer_norm_epsilon, name=f"encoder_block_{i}",
             )(x)
         x = keras.layers.LayerNormalization(epsilon=layer_norm_epsilon, name="final_norm")(x)
         x = SequencePooling("first" if pooling == "token" else "mean", name="pool")(x)
-        outputs = head(x, num_classes=num_classes)
+        if head_bias:
+            outputs = head(x, num_classes=num_classes)
+        else:
+            outputs = keras.layers.Dense(
+                validation.positive_int("num_classes", num_classes), use_bias=False,
+                dtype="float32", name="head",
+            )(x)
         super().__init__(images, outputs, name=name, **kwargs)
 
         # === Config ===
@@ -113,7 +135,8 @@ class VisionTransformer(ZooModel):
             image_shape=image_shape, patch_size=patch_size, num_classes=num_classes,
             hidden_dim=hidden_dim, num_heads=num_heads, num_layers=num_layers, mlp_dim=mlp_dim,
             dropout=dropout, attention_dropout=attention_dropout,
-            layer_norm_epsilon=layer_norm_epsilon, pooling=pooling,
+            layer_norm_epsilon=layer_norm_epsilon, pooling=pooling, activation=activation,
+            pre_norm=bool(pre_norm), patch_bias=bool(patch_bias), head_bias=bool(head_bias),
         )
 
 

@@ -64,6 +64,7 @@ Optional fields: `metadata(checkpoint, model)` (preprocessing, class names),
 """
 
 # Register the built-in converters.
+from kzoo.weights import text as _text  # noqa: E402,F401
 from kzoo.weights import vision as _vision  # noqa: E402,F401
 from kzoo.weights.core import (
     Checkpoint,

@@ -15,8 +15,11 @@ _ASSETS = Path(__file__).parent / "assets"
 
 @functools.cache
 def _rows():
-    path = _ASSETS / "weights_table.json"
-    return json.loads(path.read_text()) if path.exists() else []
+    # weights_table.json (vision, generated) then weights_table_*.json (text, ...).
+    rows = []
+    for path in sorted(_ASSETS.glob("weights_table*.json")):
+        rows += json.loads(path.read_text())
+    return rows
 
 
 @functools.cache

@@ -259,6 +259,11 @@ def main(outdir, names=None, slow=False):
         manifest[name] = entry
         manifest_path.write_text(json.dumps(manifest, indent=1) + "\n")
         print(f"wrote {name}", flush=True)
+    if not names:  # modules whose cases do not fit `Case` (refs_text.py) write their own
+        for module in case_modules():
+            if hasattr(module, "write_references"):
+                for path in module.write_references(outdir):
+                    print(f"wrote {path}", flush=True)
     return manifest
 
 
