@@ -22,6 +22,7 @@ PNG bar chart in `--out-dir`.
 
     python -m benchmarks                          # all cases, all backends
     python -m benchmarks --cases mlp lstm_classifier --rounds 5 --steps 20
+    python -m benchmarks --device gpu             # accelerator cases (benchmarks/gpu.py)
 """
 
 import argparse
@@ -284,9 +285,19 @@ def bar_chart(report, path):
 def main(argv=None):
     from benchmarks.cases import make_cases
 
+    argv = sys.argv[1:] if argv is None else list(argv)
+    device = argparse.ArgumentParser(add_help=False)
+    device.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
+    chosen, argv = device.parse_known_args(argv)
+    if chosen.device == "gpu":  # its own cases, flags and outputs
+        from benchmarks import gpu
+
+        return gpu.main(argv)
     all_cases = make_cases()
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu",
+                        help="gpu: the accelerator cases of benchmarks/gpu.py (own flags)")
     parser.add_argument("--cases", nargs="+", choices=sorted(all_cases), default=sorted(all_cases))
     parser.add_argument("--contenders", nargs="+",
                         default=["torch_eager", "torch_compile", "kzoo_jax", "kzoo_torch",

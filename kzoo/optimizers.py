@@ -2,11 +2,14 @@
 
 `Adam` and `AdamW` are `keras.optimizers.Adam` and `keras.optimizers.AdamW`:
 same arguments, same variables, same update equations. On the torch backend
-with CPU weights they update each variable with three fused in-place ops
-(`kzoo.backend.fastpath.adam_update`) instead of Keras' multi-tensor ops: about
-0.6 ms against Keras' 1.4-3.8 ms per update of the MLP benchmark's 670k weights
-(`benchmarks/optimizer_step.py`); everywhere else they
-are Keras' own. kzoo's recipes, tuner and models' default optimizers use them.
+with float32 CPU weights they update each variable with three fused in-place
+ops (`kzoo.backend.fastpath.adam_update`, the `adam_inplace` entry of its
+dispatch table) instead of Keras' multi-tensor ops (benchmark:
+`KERAS_BACKEND=torch python -m benchmarks.optimizer_step`; figures in
+`benchmarks/README.md`). Everywhere else, with `KZOO_FASTPATH=0`, or on a
+Keras release whose private optimizer state `fastpath.adam_slots` does not
+vouch for, they are Keras' own. kzoo's recipes, tuner and models' default
+optimizers use them.
 
 >>> import keras
 >>> from kzoo.optimizers import Adam

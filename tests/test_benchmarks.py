@@ -81,3 +81,59 @@ def test_mfu_flop_formula_matches_torch_flop_counter(name):
     with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as count:
         module(**args)
     assert count.get_total_flops() == case.train_flops(2) / 3
+
+
+def test_gpu_mode_skips_in_one_sentence_without_an_accelerator(tmp_path):
+    """`python -m benchmarks --device gpu --tiny` is the GPU mode's smoke test: on a
+    machine without an accelerator it says so in one sentence and exits 0."""
+    from benchmarks import gpu
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--device", "gpu", "--tiny", "--steps", "1",
+         "--rounds", "1", "--out-dir", str(tmp_path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    if gpu.find_accelerator() is None:
+        lines = proc.stdout.strip().splitlines()
+        assert len(lines) == 1 and "skipped" in lines[0] and lines[0].endswith(".")
+        assert not (tmp_path / "gpu.json").exists()
+    else:
+        report = json.loads((tmp_path / "gpu.json").read_text())
+        assert sorted(report["cases"]) == sorted(gpu.make_gpu_cases(tiny=True))
+
+
+def test_gpu_mode_runs_its_code_on_the_cpu_when_allowed(tmp_path):
+    """The GPU mode's workers, twins and MFU run (here on the CPU, tiny, one step)."""
+    from benchmarks import gpu
+
+    backend = keras.config.backend()
+    contenders = [f"kzoo_{backend}"] + (["torch_eager"] if backend == "torch" else [])
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--device", "gpu", "--tiny", "--allow-cpu",
+         "--cases", "vit_b16", "--batch", "vit_b16=3", "--steps", "1", "--rounds", "1",
+         "--warmup", "0", "--contenders", *contenders, "--out-dir", str(tmp_path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads((tmp_path / "gpu.json").read_text())
+    case = report["cases"]["vit_b16"]
+    assert case["batch"] == 3 and report["precision"] == "mixed_bfloat16"
+    for label in contenders:
+        row = case["contenders"][label]
+        assert row["ok"], row
+        assert row["median_s"] > 0 and len(row["times"]) == 1
+        assert row["train_flops"] == gpu.train_flops({**gpu.make_gpu_cases(True)["vit_b16"],
+                                                      "batch": 3})
+    if "torch_eager" in case["contenders"]:  # the twins are the same ViT
+        assert case["contenders"]["torch_eager"]["params"] == case["contenders"][
+            f"kzoo_{backend}"]["params"]
+
+
+def test_gpu_mode_rejects_a_bad_batch_flag_in_one_line():
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--device", "gpu", "--batch", "vit_b16=zero"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 2
+    assert len(proc.stderr.strip().splitlines()) == 1 and "vit_b16=zero" in proc.stderr

@@ -8,7 +8,14 @@ projections and an unrolled dropout hash. Each test builds the Keras layer
 and the kzoo layer with the same config and weights and compares outputs,
 input gradients, weight gradients and batch-norm moving statistics, over the
 padding cases where Keras' arithmetic is asymmetric.
+
+The tox matrix runs this file twice per backend, by default and with
+KZOO_FASTPATH=0 (every layer on Keras' own op), so that neither path rots;
+the dispatch tests at the end check which kernel each setting runs.
 """
+
+import os
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -286,3 +293,125 @@ def test_fast_layers_round_trip_through_a_saved_model(cls, tmp_path):
     assert type(loaded.layers[-1]) is cls
     np.testing.assert_allclose(keras.ops.convert_to_numpy(loaded(x)),
                                keras.ops.convert_to_numpy(model(x)), atol=1e-6)
+
+
+# === The dispatch table ===
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_every_kernel_names_its_backend_platforms_op_and_an_existing_benchmark():
+    from kzoo.backend import fastpath
+
+    assert fastpath.KERNELS
+    for name, kernel in fastpath.KERNELS.items():
+        assert kernel.backend in ("jax", "torch", "tensorflow"), name
+        assert kernel.platforms and set(kernel.platforms) <= {"cpu", "gpu", "tpu"}, name
+        assert kernel.applies and kernel.replaces, name
+        words = kernel.benchmark.split()
+        target = words[words.index("python") + 1:]
+        if target[0] == "-m":
+            module = target[1].replace(".", "/")
+            assert (ROOT / f"{module}.py").exists() or (ROOT / module).is_dir(), name
+        else:
+            assert (ROOT / target[0]).exists(), name
+    # What issue 21 measured on XLA's CPU only never runs on an accelerator.
+    for name in ("contract", "conv_chunked_grad", "conv_transpose_phases",
+                 "max_pool_blocked", "dropout_unrolled", "adam_inplace"):
+        assert fastpath.KERNELS[name].platforms == ("cpu",), name
+
+
+def test_the_switch_is_read_at_call_time(monkeypatch):
+    from kzoo.backend import fastpath
+
+    monkeypatch.setenv("KZOO_FASTPATH", "0")
+    assert not fastpath.enabled()
+    assert not any(fastpath.use(name) for name in fastpath.KERNELS)
+    monkeypatch.setenv("KZOO_FASTPATH", "1")
+    assert fastpath.enabled()
+    assert any(fastpath.use(name) for name in fastpath.KERNELS) is (
+        keras.config.backend() in ("jax", "torch"))
+
+
+def _trap(monkeypatch, module, name):
+    """Make `module.name` raise, so a test sees whether that kernel ran."""
+    class Ran(Exception):
+        pass
+
+    def ran(*args, **kwargs):
+        raise Ran(name)
+
+    monkeypatch.setattr(module, name, ran)
+    return Ran
+
+
+FAST_KERNEL = {"jax": "_jax_conv_transpose2d", "torch": "_torch_conv_transpose2d"}
+
+
+def test_the_switch_decides_whether_the_layer_runs_the_fast_kernel(monkeypatch):
+    """With KZOO_FASTPATH unset the fast kernel runs; with 0, Keras' op does."""
+    from kzoo.backend import fastpath
+
+    if keras.config.backend() not in FAST_KERNEL:
+        pytest.skip("no transposed-convolution fast path on this backend")
+    ran = _trap(monkeypatch, fastpath, FAST_KERNEL[keras.config.backend()])
+    layer = fast.Conv2DTranspose(3, 3, strides=2, padding="same")
+    x = np.zeros((1, 4, 4, 2), "float32")
+    if os.environ.get("KZOO_FASTPATH", "1") != "0":
+        with pytest.raises(ran):
+            layer(x)
+    monkeypatch.setenv("KZOO_FASTPATH", "0")
+    assert tuple(layer(x).shape) == (1, 8, 8, 3)  # Keras' own op, the trap untouched
+
+
+def test_cpu_only_kernels_never_run_on_an_accelerator(monkeypatch):
+    from kzoo.backend import fastpath
+
+    if keras.config.backend() != "jax":
+        pytest.skip("the CPU-only kernels are jax's")
+    monkeypatch.setattr(fastpath, "platform", lambda tensor=None: "gpu")
+    traps = [_trap(monkeypatch, fastpath, name) for name in
+             ("_jax_conv_transpose2d", "_jax_blocked_max_pool", "_jax_dropout")]
+    x = np.random.default_rng(0).normal(size=(4, 6, 6, 2)).astype("float32")
+    for layer in (fast.Conv2DTranspose(3, 3, strides=2), fast.MaxPooling2D(2),
+                  fast.Dropout(0.5, seed=1), fast.Dense(3)):
+        try:
+            layer(x, training=True) if isinstance(layer, fast.Dropout) else layer(x)
+        except tuple(traps) as error:
+            pytest.fail(f"{error} ran on a GPU")
+    assert fastpath._jax_gradient_chunks(keras.ops.convert_to_tensor(x)) == 1
+    assert not fastpath.use("contract", x)
+
+
+def test_gradient_chunks_are_capped_by_the_measured_count_not_the_cores(monkeypatch):
+    from kzoo.backend import fastpath
+
+    if keras.config.backend() != "jax" or not fastpath.enabled():
+        pytest.skip("the chunked gradient is the jax path, on with KZOO_FASTPATH")
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(64)), raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)
+    x = keras.ops.zeros((32, 4, 4, 2))
+    assert fastpath._jax_gradient_chunks(x) == fastpath.MAX_GRADIENT_CHUNKS < 64
+
+
+def test_dropout_on_an_untested_jax_release_is_keras_dropout(monkeypatch):
+    from kzoo.backend import fastpath
+
+    if keras.config.backend() != "jax":
+        pytest.skip("the unrolled hash is jax's")
+    monkeypatch.setattr(fastpath, "_JAX_THREEFRY_TESTED", ((0, 0, 0), (0, 0, 1)))
+    fastpath._jax_threefry_checked.cache_clear()
+    try:
+        assert not fastpath.jax_threefry_layout_matches()
+        ran = _trap(monkeypatch, fastpath, "_jax_dropout")
+        x = np.ones((4, 6), "float32")
+        try:
+            y = fast.Dropout(0.5, seed=3)(x, training=True)
+        except ran:
+            pytest.fail("the unrolled hash ran on an untested JAX release")
+        np.testing.assert_array_equal(
+            keras.ops.convert_to_numpy(y),
+            keras.ops.convert_to_numpy(keras.layers.Dropout(0.5, seed=3)(x, training=True)))
+    finally:
+        monkeypatch.undo()
+        fastpath._jax_threefry_checked.cache_clear()
+    assert fastpath.jax_threefry_layout_matches()  # this release: checked, it matches

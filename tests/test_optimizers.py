@@ -79,13 +79,13 @@ def test_float16_weights_take_keras_update():
         np.testing.assert_allclose(a.astype("float32"), b.astype("float32"), atol=2e-3)
 
 
-def test_fast_path_runs_exactly_on_torch():
+def test_fast_path_runs_exactly_on_torch_unless_switched_off():
     variable = keras.Variable(np.ones((3,), "float32"))
     optimizer = Adam(0.1)
     optimizer.build([variable])
     ran = fastpath.adam_update(optimizer, [keras.ops.ones((3,))], [variable],
                                optimizer.learning_rate)
-    assert ran is (keras.config.backend() == "torch")
+    assert ran is (keras.config.backend() == "torch" and fastpath.enabled())
     if ran:  # first step: m = 0.1, v = 0.001, alpha = 0.1 sqrt(0.001) / 0.1
         np.testing.assert_allclose(keras.ops.convert_to_numpy(variable), 0.9, rtol=1e-5)
 
@@ -117,3 +117,17 @@ def test_kzoo_defaults_use_the_fast_optimizer():
     gan = kzoo.create_model("gan", image_shape=(4,), latent_dim=2, hidden_units=(4,))
     gan.compile()
     assert type(gan.d_optimizer) is Adam and type(gan.g_optimizer) is Adam
+
+
+def test_untested_keras_release_takes_keras_update(monkeypatch):
+    """The private slots are read only on Keras releases `adam_slots` vouches for."""
+    monkeypatch.setattr(fastpath, "_KERAS_ADAM_SLOTS_TESTED", ((0, 0), (0, 1)))
+    variable = keras.Variable(np.ones((3,), "float32"))
+    optimizer = Adam(0.1)
+    optimizer.build([variable])
+    assert fastpath.adam_slots(optimizer) is None
+    assert fastpath.adam_update(optimizer, [keras.ops.ones((3,))], [variable],
+                                optimizer.learning_rate) is False
+    ours, theirs = Adam(1e-2), keras.optimizers.Adam(1e-2)
+    for a, b in zip(*map(_numpy, _run_side_by_side(ours, theirs, steps=3))):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)

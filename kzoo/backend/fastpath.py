@@ -1,54 +1,136 @@
-"""Faster kernels, with Keras' numerics, for projections, convolutions, norms, dropout, Adam.
+"""Faster kernels, with Keras' numerics: one dispatch table, read at call time.
 
-Keras writes each op once for every backend; on two of them the generic path
-is much slower than the engine allows, and the benchmarks against native
-PyTorch (`benchmarks/README.md`) show it:
+Keras writes each op once for every backend; on some backends and devices the
+generic path is slower than the engine allows (`benchmarks/README.md` gives
+the measurements). `KERNELS` below lists every replacement: its backend, the
+platforms it runs on, when it applies, the Keras op it replaces and the
+command whose results (`benchmarks/results/`) justify it. `use(name, tensor)`
+is the only gate: a kernel runs only on its backend, on one of its platforms
+(`jax.devices()[0].platform`, the torch tensor's device), and only while the
+environment variable `KZOO_FASTPATH` is not `"0"`. The variable is read at
+every call, so on jax at trace time: set it before a function is first
+traced (a jitted step keeps the kernels it was traced with). With
+`KZOO_FASTPATH=0` every layer of `kzoo.layers.fast`, `kzoo.optimizers` and
+`kzoo.backend.rnn` runs Keras' own op.
 
-- **jax, projections of sequences.** `contract` flattens them to one 2-D
-  product, whose gradient XLA runs twice as fast.
-- **torch, channels-last convolutions.** Keras moves every input from NHWC to
-  NCHW with `permute(...).contiguous()` and then back to channels-last memory
-  with a second copy. A permuted NHWC tensor already *is* a channels-last
-  NCHW tensor, so `conv` and `conv_transpose` here hand the permuted view to
-  `torch.nn.functional` and copy nothing.
-- **torch, batch norm.** Keras computes the moments with four generic ops and
-  normalises with three more; `batch_norm` runs one `native_batch_norm`.
-- **torch, group norm.** Keras reshapes into groups and runs generic moments;
-  `group_norm` runs one `group_norm` kernel on the channels-last view.
-- **torch, pooling.** The same two copies as convolutions, avoided alike.
-- **jax, max pooling.** XLA's gradient of max pooling (`select_and_scatter`)
-  takes 28 ms for one 2 x 2 pooling of a (64, 32, 32, 32) batch on 2 cores;
-  for non-overlapping windows `pool` writes it as a gather of each window's
-  first maximum instead, the same gradient.
-- **jax, transposed convolutions.** XLA on CPU runs a strided transposed
-  convolution (a convolution of a dilated input) and its kernel gradient (a
-  convolution with window dilation) in a slow generic loop, the gradient 20x
-  slower than TensorFlow. `conv_transpose` writes it as one stride-1
-  convolution per output phase instead.
-- **jax, convolution gradients.** XLA on CPU runs each convolution of a
-  gradient on one thread. Differentiated, `conv` runs per batch chunk, one
-  chunk per core, which XLA's executor runs at once (the ResNet-20 training
-  step: 0.232-0.238 s to 0.187-0.190 s on 2 cores, `python -m
-  benchmarks.page_faults resnet20_cifar`); undifferentiated, it is Keras'
-  call.
-- **jax, dropout.** JAX lowers its Threefry hash on CPU as a rolled loop of
-  five passes over the whole array. `dropout` computes the same hash
-  unrolled, which XLA fuses into one pass: the same mask, bit for bit, about
-  2x faster (`python -m benchmarks.dropout`).
-- **torch, Adam.** `adam_update` runs Keras' Adam equations with three fused
-  in-place ops per tensor instead of Keras' generic multi-tensor ops.
-
-Everything else (other backends, ranks, layouts) falls through to `keras.ops`.
-The layers in `kzoo.layers.fast` call these functions; this module is the only
-place where that choice depends on `keras.config.backend()`.
+Everything else (other backends, platforms, ranks, layouts) falls through to
+`keras.ops`. This module is the only place where that choice depends on
+`keras.config.backend()`.
 """
 
+import dataclasses
 import functools
 import math
 import os
 
 import keras
 from keras import ops
+
+
+@dataclasses.dataclass(frozen=True)
+class Kernel:
+    """One fast path: where it runs, what it replaces, what measured it."""
+
+    backend: str
+    platforms: tuple
+    applies: str
+    replaces: str
+    benchmark: str
+
+
+_B = "python -m benchmarks --cases"
+#: Every fast path kzoo has; `use` gates each call on its entry.
+KERNELS = {
+    "contract": Kernel("jax", ("cpu",), "inputs of rank > 2 (projections of sequences)",
+                       "ops.tensordot / ops.matmul", f"{_B} transformer vit_tiny"),
+    "conv_chunked_grad": Kernel("jax", ("cpu",), "2-D conv, differentiated, batch >= 2",
+                                "ops.conv", "python -m benchmarks.conv_threads"),
+    "conv_transpose_phases": Kernel("jax", ("cpu",), "2-D channels_last, no dilation",
+                                    "ops.conv_transpose",
+                                    "KERAS_BACKEND=jax python benchmarks/conv_transpose.py"),
+    "max_pool_blocked": Kernel("jax", ("cpu",), "2-D channels_last max pool, strides == window",
+                               "ops.max_pool", f"{_B} simple_cnn"),
+    "dropout_unrolled": Kernel("jax", ("cpu",), "SeedGenerator seed, default Threefry",
+                               "keras.random.dropout",
+                               "KERAS_BACKEND=jax python -m benchmarks.dropout"),
+    "conv_channels_last": Kernel("torch", ("cpu", "gpu"), "2-D channels_last",
+                                 "ops.conv / ops.conv_transpose",
+                                 "KERAS_BACKEND=torch python benchmarks/conv_transpose.py"),
+    "pool_channels_last": Kernel("torch", ("cpu", "gpu"), "2-D channels_last, symmetric pad",
+                                 "ops.max_pool / ops.average_pool",
+                                 "python benchmarks/profile_torch.py simple_cnn infer"),
+    "batch_norm_fused": Kernel("torch", ("cpu", "gpu"), "last axis of 2-D or 4-D inputs",
+                               "BatchNormalization.call", f"{_B} resnet20_cifar"),
+    "group_norm_fused": Kernel("torch", ("cpu", "gpu"), "channels of 4-D inputs",
+                               "GroupNormalization.call", f"{_B} ddpm"),
+    "adam_inplace": Kernel("torch", ("cpu",), "float32 weights", "Adam.update_step",
+                           "KERAS_BACKEND=torch python -m benchmarks.optimizer_step"),
+    "rnn_fused": Kernel("torch", ("cpu", "gpu"), "tanh/sigmoid LSTM, GRU reset_after, no mask",
+                        "LSTM/GRU inner loop", f"{_B} lstm_classifier gru_classifier"),
+}
+
+#: The most batch chunks a differentiated jax convolution is split into: the
+#: largest count `python -m benchmarks.conv_threads` measured to help (2, on
+#: the 2-core machine of `benchmarks/README.md`; one chunk per core beyond
+#: that is unmeasured). Raise it only with a run of that command showing a gain.
+MAX_GRADIENT_CHUNKS = 2
+
+
+def enabled():
+    """Whether fast paths may run: the environment variable `KZOO_FASTPATH` is not "0".
+
+    Example:
+
+    >>> import os
+    >>> from kzoo.backend import fastpath
+    >>> fastpath.enabled() == (os.environ.get("KZOO_FASTPATH", "1") != "0")
+    True
+    """
+    return os.environ.get("KZOO_FASTPATH", "1").strip() != "0"
+
+
+def platform(tensor=None):
+    """The platform the backend computes on: "cpu", "gpu" or "tpu" (or the device type).
+
+    On jax the first device's platform; on torch the device of `tensor` (or
+    of Keras' default device without one); on tensorflow the device of
+    `tensor` where it has one, else "gpu" when TensorFlow sees a GPU.
+    """
+    backend = keras.config.backend()
+    if backend == "jax":
+        import jax
+
+        return jax.devices()[0].platform
+    if backend == "torch":
+        import torch
+
+        device = getattr(tensor, "device", None)
+        if not isinstance(device, torch.device):  # Keras' default device
+            device = ops.convert_to_tensor(0.0).device
+        return "gpu" if device.type == "cuda" else device.type
+    if backend == "tensorflow":
+        name = getattr(tensor, "device", "") or ""
+        if "GPU" in name:
+            return "gpu"
+        import tensorflow as tf
+
+        return "gpu" if tf.config.list_logical_devices("GPU") and not name else "cpu"
+    return "cpu"
+
+
+def use(name, tensor=None):
+    """Whether kernel `name` of `KERNELS` runs for `tensor` here and now.
+
+    Example:
+
+    >>> from kzoo.backend import fastpath
+    >>> fastpath.use("contract") == (keras.config.backend() == "jax"
+    ...                              and fastpath.platform() == "cpu" and fastpath.enabled())
+    True
+    """
+    kernel = KERNELS[name]
+    return (enabled() and keras.config.backend() == kernel.backend
+            and platform(tensor) in kernel.platforms)
 
 
 def _backend():
@@ -93,14 +175,14 @@ def conv_transpose_padding(kernel_size, stride, dilation, padding, output_paddin
 def contract(inputs, kernel, axes=1):
     """`inputs`' last `axes` axes times `kernel`'s first `axes`: `tensordot`.
 
-    On jax it runs as one 2-D matrix product of the flattened operands. XLA on
-    CPU runs the gradient of a `(batch, length, features)` projection, which
-    contracts over two axes, about 2x slower than that of the same product
-    written in 2-D (a (64, 65, 192) x (192, 768) projection, forward and
-    backward: 40.8 against 22.0 ms on 2 cores).
+    `KERNELS["contract"]`: on jax on CPU it runs as one 2-D matrix product of
+    the flattened operands, because XLA on CPU runs the gradient of a
+    `(batch, length, features)` projection, which contracts over two axes,
+    slower than that of the same product written in 2-D. On accelerators the
+    flattening could fight batch sharding, so there it is `tensordot`.
     """
     inputs, kernel = ops.convert_to_tensor(inputs), ops.convert_to_tensor(kernel)
-    if _backend() == "jax" and inputs.ndim > 2:
+    if inputs.ndim > 2 and use("contract", inputs):
         lead, rest = inputs.shape[: inputs.ndim - axes], kernel.shape[axes:]
         inner = math.prod(kernel.shape[:axes])
         flat = ops.reshape(inputs, (-1, inner)) @ ops.reshape(kernel, (inner, -1))
@@ -115,7 +197,8 @@ def conv(inputs, kernel, strides=1, padding="valid", dilation_rate=1,
          data_format="channels_last"):
     """`keras.ops.conv`, without layout copies for 2-D channels-last on torch."""
     inputs, kernel = ops.convert_to_tensor(inputs), ops.convert_to_tensor(kernel)
-    if _backend() == "torch" and data_format == "channels_last" and inputs.ndim == 4:
+    if (data_format == "channels_last" and inputs.ndim == 4
+            and use("conv_channels_last", inputs)):
         return _torch_conv2d(inputs, kernel, _tuple(strides, 2), padding,
                              _tuple(dilation_rate, 2))
     chunks = _jax_gradient_chunks(inputs)
@@ -133,21 +216,18 @@ def _freeze(value):
 def _jax_gradient_chunks(inputs):
     """Into how many batch chunks a differentiated `conv` is split (1: not split).
 
-    XLA on CPU runs each convolution, and each convolution of its gradient
-    (with respect to the input and to the kernel), on one thread whatever the
-    thread count. Chunks of the batch are independent convolutions, which
-    XLA's executor runs on its threads at once: one per core.
+    `KERNELS["conv_chunked_grad"]`: XLA on CPU runs each convolution, and
+    each convolution of its gradient (with respect to the input and to the
+    kernel), on one thread whatever the thread count. Chunks of the batch are
+    independent convolutions, which XLA's executor runs on its threads at
+    once: one per core, at most `MAX_GRADIENT_CHUNKS`.
     """
-    if _backend() != "jax":
-        return 1
-    import jax
-
     batch = inputs.shape[0]
-    if jax.default_backend() != "cpu" or not isinstance(batch, int):
+    if not isinstance(batch, int) or not use("conv_chunked_grad", inputs):
         return 1
     cores = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
              else os.cpu_count() or 1)
-    return max(1, min(cores, batch))
+    return max(1, min(cores, batch, MAX_GRADIENT_CHUNKS))
 
 
 @functools.cache
@@ -196,16 +276,16 @@ def _conv_with_chunked_vjp():
 
 def conv_transpose(inputs, kernel, strides=1, padding="valid", output_padding=None,
                    dilation_rate=1, data_format="channels_last"):
-    """`keras.ops.conv_transpose`, faster for 2-D channels-last on torch and jax."""
+    """`keras.ops.conv_transpose`, faster for 2-D channels-last on torch and on jax's CPU."""
     inputs, kernel = ops.convert_to_tensor(inputs), ops.convert_to_tensor(kernel)
     fast = data_format == "channels_last" and inputs.ndim == 4
     strides, dilation = _tuple(strides, 2), _tuple(dilation_rate, 2)
     out_pad = (None, None) if output_padding is None else _tuple(output_padding, 2)
     pads = [conv_transpose_padding(kernel.shape[i], strides[i], dilation[i], padding,
                                    out_pad[i]) for i in range(2)]
-    if fast and _backend() == "torch":
+    if fast and use("conv_channels_last", inputs):
         return _torch_conv_transpose2d(inputs, kernel, strides, pads, dilation)
-    if fast and _backend() == "jax" and dilation == (1, 1):
+    if fast and dilation == (1, 1) and use("conv_transpose_phases", inputs):
         return _jax_conv_transpose2d(inputs, kernel, strides, pads)
     return ops.conv_transpose(inputs, kernel, strides=strides, padding=padding,
                               output_padding=output_padding, dilation_rate=dilation_rate,
@@ -218,10 +298,11 @@ def pool(inputs, kind, pool_size, strides=None, padding="valid",
     """`keras.ops.max_pool` (`kind="max"`) or `average_pool` (`"avg"`), faster.
 
     On torch, 2-D channels-last pooling without layout copies when Keras'
-    padding is symmetric; on jax, non-overlapping max pooling (strides equal
-    to the window, `"valid"`) with a gradient that routes each window's
+    padding is symmetric; on jax on CPU, non-overlapping max pooling (strides
+    equal to the window, `"valid"`) with a gradient that routes each window's
     gradient to its first maximum, as XLA's own does, without XLA's slow
-    `select_and_scatter`.
+    `select_and_scatter` on CPU. Its memory grows with the window area, so it
+    never runs on accelerators.
     """
     inputs = ops.convert_to_tensor(inputs)
     pool_size = _tuple(pool_size, 2)
@@ -229,10 +310,12 @@ def pool(inputs, kind, pool_size, strides=None, padding="valid",
     fast = data_format == "channels_last" and inputs.ndim == 4
     pairs = [(0, 0)] * 2 if padding == "valid" or not fast else [
         same_padding(inputs.shape[1 + i], pool_size[i], strides[i], 1) for i in range(2)]
-    if fast and _backend() == "torch" and all(lo == hi for lo, hi in pairs):
+    if (fast and all(lo == hi for lo, hi in pairs)
+            and use("pool_channels_last", inputs)):
         return _torch_pool2d(inputs, kind, pool_size, strides, tuple(lo for lo, _ in pairs))
-    if (fast and _backend() == "jax" and kind == "max" and strides == pool_size
-            and pairs == [(0, 0)] * 2):  # "same" that pads nothing is "valid"
+    if (fast and kind == "max" and strides == pool_size
+            and pairs == [(0, 0)] * 2  # "same" that pads nothing is "valid"
+            and use("max_pool_blocked", inputs)):
         return _jax_blocked_max_pool(inputs, pool_size)
     keras_pool = ops.max_pool if kind == "max" else ops.average_pool
     return keras_pool(inputs, pool_size, strides=strides, padding=padding,
@@ -287,7 +370,7 @@ def _blocked_max_with_vjp():
 # === Batch norm ===
 def fused_batch_norm_available(inputs, axis):
     """Whether `batch_norm` has a fused kernel for these inputs on this backend."""
-    if _backend() != "torch":
+    if not use("batch_norm_fused", inputs):
         return False
     axes = [axis] if isinstance(axis, int) else list(axis)
     return inputs.ndim in (2, 4) and [a % inputs.ndim for a in axes] == [inputs.ndim - 1]
@@ -328,7 +411,7 @@ def batch_norm(inputs, gamma, beta, moving_mean, moving_variance, training, epsi
 
 def fused_group_norm_available(inputs, axis):
     """Whether `group_norm` has a fused kernel for these inputs on this backend."""
-    return _backend() == "torch" and inputs.ndim == 4 and axis % 4 == 3
+    return inputs.ndim == 4 and axis % 4 == 3 and use("group_norm_fused", inputs)
 
 
 def group_norm(inputs, groups, gamma, beta, epsilon):
@@ -428,18 +511,18 @@ def _jax_conv_transpose2d(inputs, kernel, strides, pads):
 
 # === Dropout ===
 def dropout(inputs, rate, noise_shape=None, seed=None):
-    """`keras.random.dropout`: the same mask and outputs, faster on jax.
+    """`keras.random.dropout`: the same mask and outputs, faster on jax's CPU.
 
-    `jax.random.bernoulli` hashes a counter per element with Threefry-2x32,
-    which JAX lowers on CPU as a rolled loop: five passes over the whole
-    array, each a separate kernel. Here the same hash
-    of the same counters (JAX's default, partitionable Threefry) is written
-    out unrolled, so XLA fuses it, the uniform draw and the comparison into
-    one pass. The mask is the one Keras draws from the same seed, bit for bit
-    (`tests/test_fast_layers.py`); elsewhere, and for integer seeds or JAX
-    settings that change the stream, this is Keras' own dropout. The
-    benchmark Transformer's JAX training step went from 143.5-147.7 ms with
-    Keras' dropout to 127.7-129.6 ms (`python -m benchmarks.dropout`).
+    `KERNELS["dropout_unrolled"]`: `jax.random.bernoulli` hashes a counter
+    per element with Threefry-2x32, which JAX lowers on CPU as a rolled loop:
+    five passes over the whole array, each a separate kernel. Here the same
+    hash of the same counters (JAX's default, partitionable Threefry) is
+    written out unrolled, so XLA fuses it, the uniform draw and the
+    comparison into one pass. The mask is the one Keras draws from the same
+    seed, bit for bit (`tests/test_fast_layers.py`); elsewhere (accelerators,
+    integer seeds, JAX settings or versions that change the stream) this is
+    Keras' own dropout. Benchmark: `KERAS_BACKEND=jax python -m
+    benchmarks.dropout`.
 
     Args:
         inputs: tensor to drop entries of.
@@ -447,9 +530,17 @@ def dropout(inputs, rate, noise_shape=None, seed=None):
         noise_shape: shape of the mask, broadcast to `inputs`' shape; `None`
             entries take the input's size.
         seed: a `keras.random.SeedGenerator`, an int or None, as in Keras.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from kzoo.backend import fastpath
+    >>> y = fastpath.dropout(np.ones((2, 3), "float32"), 0.5, seed=keras.random.SeedGenerator(1))
+    >>> set(np.asarray(keras.ops.convert_to_numpy(y)).ravel().tolist()) <= {0.0, 2.0}
+    True
     """
-    if (_backend() == "jax" and isinstance(seed, keras.random.SeedGenerator)
-            and 0 < rate < 1 and _jax_default_threefry()):
+    if (isinstance(seed, keras.random.SeedGenerator) and 0 < rate < 1
+            and use("dropout_unrolled", inputs) and jax_threefry_layout_matches()):
         shape = tuple(inputs.shape)
         if noise_shape is not None:
             shape = tuple(s if n is None else n for s, n in zip(shape, noise_shape))
@@ -458,11 +549,41 @@ def dropout(inputs, rate, noise_shape=None, seed=None):
     return keras.random.dropout(inputs, rate, noise_shape=noise_shape, seed=seed)
 
 
-def _jax_default_threefry():
+#: JAX versions whose Threefry stream `_jax_dropout` was checked against.
+_JAX_THREEFRY_TESTED = ((0, 4, 30), (0, 11, 0))  # [first, last) release
+
+
+@functools.cache
+def _jax_threefry_checked():
     import jax
 
-    return (not jax.config.jax_enable_x64 and jax.config.jax_threefry_partitionable
-            and jax.config.jax_default_prng_impl == "threefry2x32")
+    version = tuple(int(p) for p in jax.__version__.split(".")[:3] if p.isdigit())
+    low, high = _JAX_THREEFRY_TESTED
+    if not low <= version < high:
+        return False
+    with jax.ensure_compile_time_eval():  # concrete values, even while tracing
+        seed = jax.numpy.asarray([12345, 678], "uint32")
+        ours = _jax_dropout(jax.numpy.ones((3, 37)), 0.5, (3, 37), seed)
+        theirs = jax.random.bernoulli(seed, 0.5, (3, 37))
+        return bool((ours != 0).tolist() == theirs.tolist())
+
+
+def jax_threefry_layout_matches():
+    """Whether JAX's PRNG key layout is the one `dropout`'s unrolled hash relies on.
+
+    The one place that depends on JAX's internals: a raw `uint32[2]` key is
+    Threefry-2x32's two key words and `jax.random.bits` hashes the row-major
+    element index. It holds only with JAX's default, partitionable
+    `threefry2x32` without x64, on a JAX release in `_JAX_THREEFRY_TESTED`,
+    and when the hash reproduces `jax.random.bernoulli` on a small draw
+    (checked once); otherwise `dropout` falls back to `keras.random.dropout`.
+    """
+    import jax
+
+    if (jax.config.jax_enable_x64 or not jax.config.jax_threefry_partitionable
+            or jax.config.jax_default_prng_impl != "threefry2x32"):
+        return False
+    return _jax_threefry_checked()
 
 
 def _threefry_2x32(k1, k2, x0, x1):
@@ -499,15 +620,45 @@ def _jax_dropout(inputs, rate, shape, seed):
 
 
 # === Optimizer updates ===
+#: Keras releases whose Adam keeps its slots as `_momentums`, `_velocities`
+#: and `_velocity_hats`, indexed by `_get_variable_index`: [first, last).
+_KERAS_ADAM_SLOTS_TESTED = ((3, 0), (3, 16))
+
+
+def adam_slots(optimizer):
+    """`optimizer`'s Adam slots as `slots(variable) -> (m, v, v_hat or None)`, or None.
+
+    The one place that reads Keras' private optimizer state (`_momentums`,
+    `_velocities`, `_velocity_hats`, `_get_variable_index`): Keras has no
+    public accessor for an optimizer's slot of a variable. On a Keras release
+    outside `_KERAS_ADAM_SLOTS_TESTED`, or when the attributes are missing,
+    this returns None and `adam_update` leaves the update to Keras.
+    """
+    version = tuple(int(p) for p in keras.__version__.split(".")[:2] if p.isdigit())
+    low, high = _KERAS_ADAM_SLOTS_TESTED
+    names = ("_momentums", "_velocities", "_get_variable_index")
+    if not low <= version < high or not all(hasattr(optimizer, n) for n in names):
+        return None
+    hats = getattr(optimizer, "_velocity_hats", None) if optimizer.amsgrad else None
+    if optimizer.amsgrad and hats is None:
+        return None
+
+    def slots(variable):
+        index = optimizer._get_variable_index(variable)
+        return (optimizer._momentums[index].value, optimizer._velocities[index].value,
+                None if hats is None else hats[index].value)
+
+    return slots
+
+
 def adam_update(optimizer, grads, variables, learning_rate):
     """Keras' Adam update of `variables` in place, one fused loop per tensor (torch, CPU).
 
-    Keras' torch Adam updates every variable with `torch._foreach_*` ops,
-    which on CPU run one generic op per tensor and allocate five temporaries
-    per variable: 1.4-3.8 ms per step for the 670k weights of the benchmark
-    MLP, against about 0.6 ms for this loop (`benchmarks/optimizer_step.py`,
-    three runs). This runs the same
-    equations, `m += (g - m)(1 - beta_1)`, `v += (g^2 - v)(1 - beta_2)`,
+    `KERNELS["adam_inplace"]`: Keras' torch Adam updates every variable with
+    `torch._foreach_*` ops, which on CPU run one generic op per tensor and
+    allocate five temporaries per variable (benchmark: `KERAS_BACKEND=torch
+    python -m benchmarks.optimizer_step`). This runs the same equations,
+    `m += (g - m)(1 - beta_1)`, `v += (g^2 - v)(1 - beta_2)`,
     `w -= alpha m / (sqrt(v) + epsilon)` with Keras' `alpha = lr sqrt(1 -
     beta_2^t) / (1 - beta_1^t)` computed as Keras does (in float32), with
     in-place `lerp_`, `addcmul_` and `addcdiv_`. The results equal Keras' to
@@ -522,14 +673,19 @@ def adam_update(optimizer, grads, variables, learning_rate):
 
     Returns:
         True when the update ran; False (nothing done) on other backends,
-        devices or dtypes, where the caller runs Keras' own update.
+        devices or dtypes, with `KZOO_FASTPATH=0`, or where `adam_slots`
+        cannot read the optimizer's state: then the caller runs Keras' own
+        update.
     """
-    if _backend() != "torch" or not variables:
+    if not variables or not use("adam_inplace", variables[0].value):
         return False
     import torch
 
     values = [v.value for v in variables]
     if any(x.device.type != "cpu" or x.dtype != torch.float32 for x in values):
+        return False
+    slots = adam_slots(optimizer)
+    if slots is None:
         return False
     with torch.no_grad():
         step = ops.cast(optimizer.iterations + 1, "float32")
@@ -538,14 +694,11 @@ def adam_update(optimizer, grads, variables, learning_rate):
         lr = ops.cast(learning_rate, "float32")
         alpha = (lr * torch.sqrt(1 - beta_2_power) / (1 - beta_1_power)).item()
         for variable, value, grad in zip(variables, values, grads):
-            index = optimizer._get_variable_index(variable)
-            m = optimizer._momentums[index].value
-            v = optimizer._velocities[index].value
+            m, v, v_hat = slots(variable)
             grad = grad.to(torch.float32)
             m.lerp_(grad, 1 - optimizer.beta_1)
             v.mul_(optimizer.beta_2).addcmul_(grad, grad, value=1 - optimizer.beta_2)
-            if optimizer.amsgrad:
-                v_hat = optimizer._velocity_hats[index].value
+            if v_hat is not None:
                 torch.maximum(v_hat, v, out=v_hat)
                 v = v_hat
             value.addcdiv_(m, v.sqrt().add_(optimizer.epsilon), value=-alpha)

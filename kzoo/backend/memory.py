@@ -3,21 +3,27 @@
 Why: glibc's `malloc` serves a large request from a thread's arena with a
 fresh `mmap` and returns it to the kernel with `munmap` when it is freed. XLA
 on CPU allocates the temporaries of a jitted step as one buffer on its worker
-threads (1.37 GB for the ViT-Tiny benchmark step), so every step maps it
-again and faults in every page of it: 367,000 minor faults and 0.64 s of
-kernel time on a 1.3 s step, on 2 cores (`benchmarks/page_faults.py`,
-`benchmarks/README.md`). With one arena, no `mmap` for large chunks and no
-trimming, freed memory stays in the heap and the next step reuses it.
+threads, so every step maps it again and faults in every page of it (the
+measurement: `KERAS_BACKEND=jax python -m benchmarks.page_faults vit_tiny`,
+figures in `benchmarks/README.md`). With one arena, no `mmap` for large
+chunks and no trimming, freed memory stays in the heap and the next step
+reuses it.
 
 The cost: the process keeps its peak heap (it does not shrink after a large
-step), and threads share one arena lock. `retain_freed_memory` is therefore
-opt-in; kzoo's recipes, its `predict` command and the benchmark harness
+step), and threads share one arena lock. It was measured only for JAX on CPU,
+so `retain_freed_memory` applies only there: on other backends, on JAX with
+an accelerator, and with the environment variable `KZOO_RETAIN_MEMORY=0` it
+does nothing. kzoo's recipes, its `predict` command and the benchmark harness
 call it at start-up.
 """
 
 import ctypes
 import ctypes.util
+import importlib.util
+import os
 import sys
+
+import keras
 
 # mallopt parameters, from glibc's malloc.h.
 _M_TRIM_THRESHOLD = -1
@@ -25,22 +31,51 @@ _M_MMAP_MAX = -4
 _M_ARENA_MAX = -8
 _NEVER_TRIM = 2**31 - 1  # mallopt takes an int; the largest one
 
+# JAX's accelerator plugins; with one installed (and JAX_PLATFORMS not
+# "cpu"), JAX computes on the accelerator.
+_JAX_ACCELERATOR_PLUGINS = ("jax_cuda12_plugin", "jax_cuda13_plugin", "jax_rocm60_plugin",
+                            "jax_rocm7_plugin", "libtpu")
+
 _applied = False
 
 
+def _jax_on_cpu():
+    """Whether this process runs JAX on its CPU, judged without starting JAX's backend.
+
+    Starting it (`jax.devices()`) would start the threads that must be
+    started after `mallopt`; so this reads `JAX_PLATFORMS` and otherwise
+    whether an accelerator plugin is installed.
+    """
+    if keras.config.backend() != "jax":
+        return False
+    platforms = os.environ.get("JAX_PLATFORMS", "").strip().lower()
+    if platforms:
+        return platforms.split(",")[0] == "cpu"
+    return not any(importlib.util.find_spec(p) for p in _JAX_ACCELERATOR_PLUGINS)
+
+
 def retain_freed_memory():
-    """Make glibc keep freed memory for reuse (one arena, no `mmap`, no trimming).
+    """Make glibc keep freed memory for reuse (one arena, no `mmap`, no trimming), on JAX's CPU.
 
     Call it early, before the backend starts its threads: threads keep the
-    arena they first allocated in. Elsewhere than Linux with glibc it does
-    nothing.
+    arena they first allocated in. It does nothing (and returns False)
+    unless Keras runs on JAX on the CPU, on Linux with glibc, and
+    `KZOO_RETAIN_MEMORY` is not `"0"`.
 
     Returns:
         bool. Whether glibc took the settings (also True when already applied).
+
+    Example:
+
+    >>> from kzoo.backend import memory
+    >>> isinstance(memory.retain_freed_memory(), bool)
+    True
     """
     global _applied
     if _applied:
         return True
+    if os.environ.get("KZOO_RETAIN_MEMORY", "1").strip() == "0" or not _jax_on_cpu():
+        return False
     if not sys.platform.startswith("linux"):
         return False
     try:

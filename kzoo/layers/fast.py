@@ -2,12 +2,13 @@
 
 Each class is the Keras layer of the same name with the same arguments,
 weights, config and numbers; only the kernel it runs differs, chosen by
-`kzoo.backend.fastpath`: on torch, no layout copies around convolutions and
-pooling, and fused batch and group norm; on jax, transposed convolutions as
-per-phase stride-1 convolutions, convolution gradients computed per batch
-chunk on every core, a faster max-pool gradient, 2-D products
-for projections of sequences and dropout masks hashed in one pass. kzoo's
-models build with these; a model saved with the Keras layers still loads, and
+the dispatch table of `kzoo.backend.fastpath` (`KERNELS`): on torch, no layout
+copies around convolutions and pooling, and fused batch and group norm; on
+jax on CPU only, transposed convolutions as per-phase stride-1 convolutions,
+convolution gradients computed per batch chunk, a faster max-pool gradient,
+2-D products for projections of sequences and dropout masks hashed in one
+pass. With `KZOO_FASTPATH=0` every layer runs Keras' own op. kzoo's models
+build with these; a model saved with the Keras layers still loads, and
 `tests/test_fast_layers.py` checks the numbers against Keras' layers.
 """
 
@@ -25,7 +26,7 @@ def _add_bias_and_activate(layer, outputs):
 
 @keras.saving.register_keras_serializable(package="kzoo")
 class Dense(keras.layers.Dense):
-    """`keras.layers.Dense`, faster on jax for `(batch, length, features)` inputs.
+    """`keras.layers.Dense`, faster on jax's CPU for `(batch, length, features)` inputs.
 
     Example:
 
@@ -63,7 +64,7 @@ class Conv2D(keras.layers.Conv2D):
 
 @keras.saving.register_keras_serializable(package="kzoo")
 class Conv2DTranspose(keras.layers.Conv2DTranspose):
-    """`keras.layers.Conv2DTranspose`, faster on torch and on jax.
+    """`keras.layers.Conv2DTranspose`, faster on torch and on jax's CPU.
 
     Example:
 
@@ -94,7 +95,7 @@ class _FastPooling2D:
 
 @keras.saving.register_keras_serializable(package="kzoo")
 class MaxPooling2D(_FastPooling2D, keras.layers.MaxPooling2D):
-    """`keras.layers.MaxPooling2D`, faster on torch and on jax.
+    """`keras.layers.MaxPooling2D`, faster on torch and on jax's CPU.
 
     Example:
 
@@ -185,7 +186,7 @@ class GroupNormalization(keras.layers.GroupNormalization):
 
 @keras.saving.register_keras_serializable(package="kzoo")
 class Dropout(keras.layers.Dropout):
-    """`keras.layers.Dropout`, the same mask from the same seed, faster on jax.
+    """`keras.layers.Dropout`, the same mask from the same seed, faster on jax's CPU.
 
     Example:
 

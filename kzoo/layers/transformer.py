@@ -57,6 +57,18 @@ class MultiHeadAttention(keras.layers.Layer):
     so no reshape is needed and the weights map one-to-one onto
     `torch.nn.MultiheadAttention`'s.
 
+    Two paths compute the same attention. By default it is
+    `keras.ops.dot_product_attention`, which reaches each backend's fused
+    kernel (`F.scaled_dot_product_attention` on torch, cuDNN or flash
+    attention on JAX's GPUs), masks, causal masks and the key/value cache
+    included. Keras' op has no dropout and returns no weights, so the
+    written-out path (two einsums and a float32 softmax) runs when the
+    weights are requested (`return_attention_scores=True`, for heat maps) or
+    when attention dropout is active (`dropout > 0` and `training=True`),
+    where dropout is applied to the weights as before.
+    `tests/test_attention.py` checks that both agree, and agree with
+    `torch.nn.MultiheadAttention`.
+
     Args:
         num_heads: int. Number of attention heads; must divide the query width.
         dropout: float. Dropout rate on the attention weights. Defaults to 0.
@@ -180,23 +192,13 @@ class MultiHeadAttention(keras.layers.Layer):
                 values = ops.slice_update(cache[:, 1], start, ops.cast(values, cache.dtype))
                 cache = ops.stack([keys, values], axis=1)
 
-        scores = ops.einsum("bqhd,bkhd->bhqk", q, keys) / math.sqrt(self.head_dim)
-        mask = attention_mask
-        if use_causal_mask or (cache is not None and cache_index is not None):
-            offset = 0 if cache_index is None else cache_index
-            query_positions = ops.arange(ops.shape(q)[1], dtype="int32") + offset
-            key_positions = ops.arange(ops.shape(keys)[1], dtype="int32")
-            causal = ops.expand_dims(query_positions, 1) >= ops.expand_dims(key_positions, 0)
-            mask = _combine_masks(ops.cast(mask, "bool") if mask is not None else None,
-                                  causal[None])
-        scores = ops.cast(scores, "float32")
-        if mask is not None:
-            mask = ops.expand_dims(ops.cast(mask, "bool"), axis=1)  # (B, 1, Tq, Tk)
-            scores = ops.where(mask, scores, _MASKED_SCORE)
-        weights = ops.softmax(scores, axis=-1)
-        weights = ops.cast(weights, self.compute_dtype)
-        dropped = self.dropout_layer(weights, training=training)
-        out = ops.einsum("bhqk,bkhd->bqhd", dropped, values)
+        causal = use_causal_mask or (cache is not None and cache_index is not None)
+        if return_attention_scores or (training and self.dropout > 0):
+            mask = self._mask(q, keys, attention_mask, causal, cache_index)
+            out, weights = self._einsum_attention(q, keys, values, mask, training)
+        else:
+            out, weights = self._fused_attention(q, keys, values, attention_mask, causal,
+                                                 cache, cache_index), None
         out = fastpath.contract(out, self.output_kernel, axes=2)  # (B, Tq, F)
         if self.use_bias:
             out = out + self.output_bias
@@ -207,6 +209,38 @@ class MultiHeadAttention(keras.layers.Layer):
         if return_attention_scores:
             results.append(weights)
         return results[0] if len(results) == 1 else tuple(results)
+
+    def _mask(self, q, keys, attention_mask, causal, cache_index):
+        """The boolean `(B, 1, Tq, Tk)` mask of allowed positions, or None."""
+        mask = None if attention_mask is None else ops.cast(attention_mask, "bool")
+        if causal:
+            offset = 0 if cache_index is None else cache_index
+            query_positions = ops.arange(ops.shape(q)[1], dtype="int32") + offset
+            key_positions = ops.arange(ops.shape(keys)[1], dtype="int32")
+            allowed = ops.expand_dims(query_positions, 1) >= ops.expand_dims(key_positions, 0)
+            mask = _combine_masks(mask, allowed[None])
+        return None if mask is None else ops.expand_dims(mask, axis=1)
+
+    def _einsum_attention(self, q, keys, values, mask, training):
+        """Written-out attention: its weights and their dropout, softmax in float32."""
+        scores = ops.einsum("bqhd,bkhd->bhqk", q, keys) / math.sqrt(self.head_dim)
+        scores = ops.cast(scores, "float32")
+        if mask is not None:
+            scores = ops.where(mask, scores, _MASKED_SCORE)
+        weights = ops.cast(ops.softmax(scores, axis=-1), self.compute_dtype)
+        dropped = self.dropout_layer(weights, training=training)
+        return ops.einsum("bhqk,bkhd->bqhd", dropped, values), weights
+
+    def _fused_attention(self, q, keys, values, attention_mask, causal, cache, cache_index):
+        """`keras.ops.dot_product_attention`; causal as the backend's own flag
+        where the queries are the keys (no cache, no other mask)."""
+        scale = 1.0 / math.sqrt(self.head_dim)
+        length_q, length_k = q.shape[1], keys.shape[1]
+        if (causal and attention_mask is None and cache is None and length_q is not None
+                and length_q == length_k):
+            return ops.dot_product_attention(q, keys, values, scale=scale, is_causal=True)
+        mask = self._mask(q, keys, attention_mask, causal, cache_index)
+        return ops.dot_product_attention(q, keys, values, mask=mask, scale=scale)
 
     def get_config(self):
         return {
@@ -697,13 +731,15 @@ class TransformerEncoderBlock(_BlockBase):
         )
 
         def attend(h):
-            out, scores = self.self_attention(
+            result = self.self_attention(
                 h, attention_mask=mask, use_causal_mask=use_causal_mask,
-                return_attention_scores=True, training=training,
+                return_attention_scores=return_attention_scores, training=training,
             )
-            return self.self_attention_dropout(out, training=training), scores
+            out, extra = (result[0], result[1:]) if return_attention_scores else (result, ())
+            return (self.self_attention_dropout(out, training=training),) + extra
 
-        x, (scores,) = self._residual(inputs, self.self_attention_norm, attend, training)
+        x, extra = self._residual(inputs, self.self_attention_norm, attend, training)
+        scores = extra[0] if return_attention_scores else None
         x = self._feed_forward(x, training)
         return (x, scores) if return_attention_scores else x
 
@@ -819,13 +855,14 @@ class TransformerDecoderBlock(_BlockBase):
             result = self.self_attention(
                 h, attention_mask=self_mask, use_causal_mask=use_causal_mask,
                 cache=self_attention_cache, cache_index=cache_index,
-                return_attention_scores=True, training=training,
+                return_attention_scores=return_attention_scores, training=training,
             )
+            result = result if isinstance(result, tuple) else (result,)
             return (self.self_attention_dropout(result[0], training=training),) + result[1:]
 
         x, extra = self._residual(inputs, self.self_attention_norm, attend_self, training)
         new_cache = extra[0] if self_attention_cache is not None else None
-        scores = extra[-1]
+        scores = extra[-1] if return_attention_scores else None
 
         if self.cross_attention_enabled:
             cross_mask = padding_to_attention_mask(encoder_padding_mask)
@@ -833,13 +870,14 @@ class TransformerDecoderBlock(_BlockBase):
             def attend_cross(h):
                 result = self.cross_attention(
                     h, encoder_outputs, attention_mask=cross_mask,
-                    cache=cross_attention_cache, return_attention_scores=True,
-                    training=training,
+                    cache=cross_attention_cache,
+                    return_attention_scores=return_attention_scores, training=training,
                 )
+                result = result if isinstance(result, tuple) else (result,)
                 return (self.cross_attention_dropout(result[0], training=training),) + result[1:]
 
             x, extra = self._residual(x, self.cross_attention_norm, attend_cross, training)
-            scores = extra[-1]
+            scores = extra[-1] if return_attention_scores else None
 
         x = self._feed_forward(x, training)
         results = [x]
