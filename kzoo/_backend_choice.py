@@ -15,7 +15,12 @@ BACKENDS = ("tensorflow", "jax", "torch")
 
 
 def _configured_backend():
-    """The backend named by KERAS_BACKEND or Keras' own keras.json (or None)."""
+    """The backend named by KERAS_BACKEND, or by Keras' keras.json if installed (or None).
+
+    Keras writes `"backend": "tensorflow"` into keras.json the first time it
+    runs, whether or not TensorFlow is there, so keras.json counts as a choice
+    only for a backend that is installed.
+    """
     if os.environ.get("KERAS_BACKEND"):
         return os.environ["KERAS_BACKEND"]
     home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
@@ -25,7 +30,7 @@ def _configured_backend():
                 named = json.load(f).get("backend")
         except (OSError, ValueError, AttributeError):
             continue
-        if named:
+        if named and importlib.util.find_spec(named) is not None:
             return named
     return None
 

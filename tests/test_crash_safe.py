@@ -43,7 +43,8 @@ PAUSING_RUN = textwrap.dedent(
                 time.sleep(600)
 
     standard = runner.Run.callbacks
-    runner.Run.callbacks = lambda self, monitor=None: standard(self, monitor) + [PauseMidEpoch()]
+    runner.Run.callbacks = lambda self, monitor=None, phase=None: (
+        standard(self, monitor, phase) + [PauseMidEpoch()])
     sys.argv = [recipe, *argv]
     runpy.run_path(recipe, run_name="__main__")
     """
