@@ -278,14 +278,22 @@ def predict_texts(model, texts, k=5, labels=None):
 
     tokenizer = _tokenizer(model)
     info = metadata(model).get("generation") or {}
+    # A source sentence goes in as trained: without start and end tokens.
+    two_inputs = len(keras.tree.flatten(model.input)) == 2
+    translates = two_inputs and (hasattr(model, "init_decoding") or hasattr(model, "generate"))
     try:
-        ids = tokenizer.encode(texts)
+        ids = tokenizer.encode(texts, add_special_tokens=not translates)
     except (TypeError, ValueError) as err:
         raise ExportError(f"Received text the model's tokenizer cannot encode "
                           f"({_first_line(err)}); use the characters or words it was "
                           "trained on.") from None
     pad = tokenizer.pad_id or 0
-    if hasattr(model, "init_decoding") and len(model.inputs) == 2:  # encoder-decoder
+    if translates and not hasattr(model, "init_decoding"):  # the RNN seq2seq decodes itself
+        target = _tokenizer(model, "target_tokenizer") or tokenizer
+        decoded = model.generate(_pad(ids, pad, _length(keras.tree.flatten(model.input)[0])))
+        tokens = decoded[0] if isinstance(decoded, tuple) else decoded
+        return {"inputs": texts, "texts": [target.decode(row) for row in np.asarray(tokens)]}
+    if translates:  # the Transformer encoder-decoder
         target = _tokenizer(model, "target_tokenizer") or tokenizer
         source = _pad(ids, pad, _length(model.inputs[0]))
         start, end = _special_ids(target, info)
@@ -298,6 +306,12 @@ def predict_texts(model, texts, k=5, labels=None):
         for row in ids:
             prompt = np.asarray([row], "int32")
             length = prompt.shape[1] + int(info.get("max_new_tokens", 100))
+            limit = getattr(model, "model_config", {}).get("max_length")
+            length = min(length, limit) if limit else length
+            if length <= prompt.shape[1]:
+                raise ExportError(
+                    f"Received a text of {prompt.shape[1]} tokens; this model continues texts "
+                    f"shorter than {limit} tokens, so shorten it.")
             tokens = generate(model, prompt, max_length=length,
                               method=info.get("method", "greedy"),
                               seed=info.get("seed"), temperature=info.get("temperature", 1.0))

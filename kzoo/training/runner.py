@@ -252,9 +252,13 @@ class Run:
     Args:
         args: argparse.Namespace. Parsed flags from `make_parser`.
         recipe: str. The recipe's name, used for the default run folder.
+        own_folder: bool. The recipe keeps its own record in the folder
+            (KerasTuner's search): the runner does not refuse an existing
+            folder or delete it for `--overwrite`; it still locks it.
+            Defaults to False.
     """
 
-    def __init__(self, args, recipe):
+    def __init__(self, args, recipe, own_folder=False):
         memory.retain_freed_memory()  # before the backend starts its threads
         self.args = args
         self.recipe = recipe
@@ -265,6 +269,7 @@ class Run:
         default_dir = Path("runs") / f"{recipe}-{self.backend}{'-smoke' if self.smoke else ''}"
         self.dir = Path(args.output_dir or default_dir)
         self.fingerprint = run_folder.flag_fingerprint(args, recipe)
+        self.own_folder = own_folder
         self.state = None
         self._lock = None
         self._models = []
@@ -308,8 +313,8 @@ class Run:
         if not os.access(ancestor, os.W_OK | os.X_OK):
             raise RunError(f"--output-dir {folder} cannot be written ({ancestor} is not "
                            "writable); choose a folder you can write to.")
-        if getattr(a, "find_lr", False):
-            return  # the range test writes only its own files
+        if getattr(a, "find_lr", False) or self.own_folder:
+            return  # the range test writes only its own files; a tuner keeps its own record
         try:
             state = run_folder.read_state(folder)
         except run_folder.RunFolderError as err:
@@ -358,8 +363,13 @@ class Run:
         except OSError as err:
             raise RunError(f"--output-dir {self.dir} cannot be written ({err.strerror}); "
                            "choose a folder you can write to.") from None
+        if self.state is None and self.own_folder:
+            with contextlib.suppress(run_folder.RunFolderError):
+                previous = run_folder.read_state(self.dir)
+                if previous is not None:
+                    self.state = run_folder.RunState(self.dir, previous)
         if self.state is None:
-            if getattr(self.args, "overwrite", False):
+            if getattr(self.args, "overwrite", False) and not self.own_folder:
                 run_folder.clear_folder(self.dir)
             self.state = run_folder.RunState(self.dir, {
                 "format": run_folder.FORMAT,
@@ -778,9 +788,8 @@ class Run:
                 found["class_names"] = [str(c) for c in data.class_names]
             if "preprocessing" not in found:
                 found["preprocessing"] = describe_preprocessing(data)
-            tokenizer = dataset_tokenizer(data)
-            if tokenizer is not None and "tokenizer" not in found:
-                found["tokenizer"] = tokenizer
+            for key, value in dataset_tokenizer(data).items():
+                found.setdefault(key, value)
             found.setdefault("source", {"recipe": self.recipe, "dataset": data.name,
                                         "dataset_source": data.source})
         found.update(self.metadata)
@@ -801,22 +810,40 @@ def describe_preprocessing(data):
 
 
 def dataset_tokenizer(data):
-    """The tokenizer metadata of a text dataset (kzoo.tokenizers), or None."""
-    try:
-        from kzoo import tokenizers
-    except ImportError:
-        tokenizers = None
-    if tokenizers is not None and hasattr(tokenizers, "for_dataset"):
-        return tokenizers.for_dataset(data)
+    """Tokenizer metadata of kzoo's text datasets, as `kzoo.tokenizers.from_metadata` reads it.
+
+    Returns a dict of metadata entries (`tokenizer`, and `target_tokenizer`
+    when the targets have their own vocabulary), empty for other data.
+    """
     info = data.info
-    vocabulary = info.get("vocabulary") or info.get("vocab")
-    if vocabulary is None:
-        return None
-    record = {"kind": "kzoo_vocabulary", "vocabulary": [str(t) for t in vocabulary]}
-    for key in ("pad_id", "start_id", "end_id", "unk_id", "mask_id", "level"):
-        if key in info:
-            record[key] = info[key] if isinstance(info[key], str) else int(info[key])
-    return record
+
+    def vocabulary(tokens, level, split="whitespace", **special):
+        return {"kind": "vocabulary", "vocabulary": [str(t) for t in tokens], "level": level,
+                "split": split, "lowercase": False,
+                **{f"{role}_token": special.get(role)
+                   for role in ("unknown", "pad", "start", "end")}}
+
+    tokens = info.get("vocabulary")
+    if isinstance(tokens, str):  # characters (kzoo.data.text): id 0 is the unknown one
+        return {"tokenizer": vocabulary(tokens, "character", unknown=tokens[0])}
+    if tokens is not None and "start_id" in info:  # words (kzoo.data.translation)
+        tokens = list(tokens)
+        unknown = "<unk>" if "<unk>" in tokens else None
+        return {"tokenizer": vocabulary(
+            tokens, "word", "words_and_punctuation", unknown=unknown,
+            pad=tokens[info["pad_id"]], start=tokens[info["start_id"]],
+            end=tokens[info["end_id"]])}
+    if info.get("vocab") is not None:  # words with [CLS] first (kzoo.data.captions)
+        tokens = list(info["vocab"])
+        return {"tokenizer": vocabulary(tokens, "word", unknown="[UNK]", pad="[PAD]",
+                                        start="[CLS]")}
+    if info.get("source_chars") is not None:  # characters both ways (kzoo.data.dates)
+        source = ["<pad>"] + list(info["source_chars"])
+        target = ["<pad>", "<start>", "<end>"] + list(info["target_chars"])
+        return {"tokenizer": vocabulary(source, "character", pad="<pad>"),
+                "target_tokenizer": vocabulary(target, "character", pad="<pad>",
+                                               start="<start>", end="<end>")}
+    return {}
 
 
 class _Forward(keras.callbacks.Callback):
@@ -830,6 +857,37 @@ class _Forward(keras.callbacks.Callback):
     def set_model(self, model):
         super().set_model(model)
         self.callback.set_model(model)
+
+
+def add_weight_penalty(model, l1=0.0, l2=0.0):
+    """Add an L1/L2 penalty on every kernel and embedding weight of `model`.
+
+    Biases, normalisation scales and offsets stay free, as usual. The
+    penalty joins the loss through Keras' regularisation losses, on every
+    backend; layers that already have a regulariser keep theirs.
+
+    Args:
+        model: keras.Model. A built model.
+        l1: float. L1 coefficient. Defaults to 0.
+        l2: float. L2 coefficient. Defaults to 0.
+
+    Returns:
+        The number of weights that received the penalty.
+    """
+    penalty = keras.regularizers.L1L2(l1=l1, l2=l2)
+    count = 0
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        for attr in ("kernel", "depthwise_kernel", "pointwise_kernel", "embeddings",
+                     "recurrent_kernel"):
+            variable = getattr(layer, f"_{attr}", None)
+            if variable is None:
+                variable = getattr(layer, attr, None)
+            if not isinstance(variable, keras.Variable) or not variable.trainable:
+                continue
+            if getattr(variable, "regularizer", None) is None:
+                variable.regularizer = penalty
+                count += 1
+    return count
 
 
 def plot_history(history, path, title=""):
