@@ -220,14 +220,19 @@ def preprocess_images(paths, spec, shape):
             with Image.open(p) as image:
                 if image.width * image.height > MAX_IMAGE_PIXELS:
                     raise ExportError(
-                        f"Received image {p.name} of {image.width}x{image.height} pixels; "
-                        f"expected at most {MAX_IMAGE_PIXELS:,} pixels, so shrink it first.")
+                        f"Received image {p.name}, which has more pixels than predict reads "
+                        f"({image.width}x{image.height}, at most {MAX_IMAGE_PIXELS:,}); "
+                        "shrink it first.")
                 image = image.convert("L" if channels == 1 else "RGB")
                 if height and width:
                     image = image.resize((width, height), Image.BILINEAR)
                 array = np.asarray(image, dtype="float32") / 255.0
         except ExportError:
             raise
+        except Image.DecompressionBombError as err:
+            raise ExportError(f"Received image {p.name}, which has more pixels than predict "
+                              f"reads ({_first_line(err).split(', could')[0]}); shrink it "
+                              "first.") from None
         except Exception as err:  # PIL's errors for truncated or unknown images vary
             raise ExportError(f"Received image {p.name}, which cannot be read "
                               f"({_first_line(err)}); pass a complete image file.") from None
