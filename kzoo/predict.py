@@ -325,12 +325,17 @@ def predict_texts(model, texts, k=5, labels=None):
     # A text classifier (or encoder): token ids, padded to the model's length.
     structure = model.input
     specs = keras.tree.flatten(structure)
-    batch = _pad(ids, pad, _length(specs[0]))
-    if len(specs) == 1:
-        feed = batch
-    else:  # BERT-style: token ids and zero segment ids
-        feed = keras.tree.pack_sequence_as(
-            structure, [batch] + [np.zeros_like(batch) for _ in specs[1:]])
+    if any("int" not in str(spec.dtype) for spec in specs):
+        raise ExportError(
+            f"Received text for {model.name!r}, which takes other inputs beside token ids "
+            "(images and text together); call it from Python with every input.")
+    if isinstance(structure, dict):
+        names = [n for n in structure if "token" in n] or list(structure)[:1]
+        batch = _pad(ids, pad, _length(structure[names[0]]))
+        feed = {n: batch if n == names[0] else np.zeros_like(batch) for n in structure}
+    else:
+        batch = _pad(ids, pad, _length(specs[0]))
+        feed = batch if len(specs) == 1 else [batch] + [np.zeros_like(batch) for _ in specs[1:]]
     outputs = model.predict(feed, verbose=0)
     if isinstance(outputs, dict) or isinstance(outputs, (list, tuple)):
         outputs = keras.tree.flatten(outputs)[0]
