@@ -125,3 +125,20 @@ def test_trained_here_loads_in_another_backends_environment(tmp_path):
                            capture_output=True, text=True, timeout=300)
     assert shown.returncode == 0, shown.stderr[-3000:]
     assert shown.stdout.startswith(str(tmp_path / "x.npy"))
+
+
+def test_import_kzoo_imports_every_module_that_registers_a_class():
+    """A class registered in a module `import kzoo` skips cannot be found when a file names it."""
+    registering = sorted(
+        ".".join(p.relative_to(ROOT).with_suffix("").parts)
+        for p in (ROOT / "kzoo").rglob("*.py")
+        if "register_keras_serializable" in p.read_text(encoding="utf-8")
+        and p.name != "__main__.py"
+    )
+    code = ("import sys, json, kzoo; print(json.dumps(sorted(m for m in sys.modules "
+            "if m.startswith('kzoo'))))")
+    done = subprocess.run([sys.executable, "-c", code], env=_env(), capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    imported = set(json.loads(done.stdout.strip().splitlines()[-1]))
+    assert [m for m in registering if m not in imported] == []
