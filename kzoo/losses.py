@@ -7,8 +7,9 @@ loads in a fresh process with `import kzoo` alone.
 >>> import keras
 >>> from kzoo.losses import SparseCategoricalCrossentropyWithSmoothing
 >>> loss = SparseCategoricalCrossentropyWithSmoothing(0.1)
+>>> # targets (0.05, 0.95): 0.05 * 10 for the unlikely class, about 0 for the other
 >>> round(float(loss(keras.ops.array([1]), keras.ops.array([[0.0, 10.0]]))), 4)
-0.0505
+0.5
 """
 
 import keras
