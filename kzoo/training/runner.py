@@ -784,7 +784,11 @@ class Run:
         found = dict(model.metadata)
         data = self.dataset
         if data is not None:
-            if data.class_names and "class_names" not in found:
+            # Only the names of the classes this model's head outputs (a transfer run
+            # loads its source data too).
+            classes = getattr(model, "model_config", {}).get("num_classes")
+            if data.class_names and "class_names" not in found and classes == len(
+                    data.class_names):
                 found["class_names"] = [str(c) for c in data.class_names]
             if "preprocessing" not in found:
                 found["preprocessing"] = describe_preprocessing(data)
