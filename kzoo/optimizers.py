@@ -1,4 +1,4 @@
-"""Keras optimizers with a faster update step where the backend allows it.
+"""Keras optimizers with a faster update step where the backend allows it, saved backend-neutral.
 
 `Adam` and `AdamW` are `keras.optimizers.Adam` and `keras.optimizers.AdamW`:
 same arguments, same variables, same update equations. On the torch backend
@@ -10,6 +10,13 @@ dispatch table) instead of Keras' multi-tensor ops (benchmark:
 Keras release whose private optimizer state `fastpath.adam_slots` does not
 vouch for, they are Keras' own. kzoo's recipes, tuner and models' default
 optimizers use them.
+
+`SGD`, `RMSprop`, `Nadam` and `Lion` are Keras' own optimizers under a kzoo
+name. On the torch backend `keras.optimizers.SGD(...)` returns Keras' torch
+class (`keras.src.backend.torch.optimizers.torch_sgd.SGD`), and a `.keras`
+file records that class, so a model compiled with it cannot load where torch
+is absent. kzoo's subclasses are not swapped for torch classes: the file
+records `kzoo>SGD`, which loads on every backend after `import kzoo`.
 
 >>> import keras
 >>> from kzoo.optimizers import Adam
@@ -42,4 +49,36 @@ class AdamW(_FastAdamUpdate, keras.optimizers.AdamW):
 
     Takes exactly the arguments of `keras.optimizers.AdamW`; the decoupled
     weight decay is Keras' own.
+    """
+
+
+@keras.saving.register_keras_serializable(package="kzoo")
+class SGD(keras.optimizers.SGD):
+    """`keras.optimizers.SGD`, saved under a backend-neutral name.
+
+    Takes exactly the arguments of `keras.optimizers.SGD`.
+    """
+
+
+@keras.saving.register_keras_serializable(package="kzoo")
+class RMSprop(keras.optimizers.RMSprop):
+    """`keras.optimizers.RMSprop`, saved under a backend-neutral name.
+
+    Takes exactly the arguments of `keras.optimizers.RMSprop`.
+    """
+
+
+@keras.saving.register_keras_serializable(package="kzoo")
+class Nadam(keras.optimizers.Nadam):
+    """`keras.optimizers.Nadam`, saved under a backend-neutral name.
+
+    Takes exactly the arguments of `keras.optimizers.Nadam`.
+    """
+
+
+@keras.saving.register_keras_serializable(package="kzoo")
+class Lion(keras.optimizers.Lion):
+    """`keras.optimizers.Lion`, saved under a backend-neutral name.
+
+    Takes exactly the arguments of `keras.optimizers.Lion`.
     """

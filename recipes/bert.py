@@ -46,11 +46,11 @@ def main(argv=None):
     parser = runner.make_parser(
         __doc__, epochs=10, batch_size=64, lr=5e-4, dataset="digit_sentences"
     )
-    parser.add_argument("--model", choices=("bert_tiny", "bert_base"), default="bert_tiny")
-    parser.add_argument("--pretrain-epochs", type=int, default=10)
-    parser.add_argument("--mask-copies", type=int, default=4,
+    parser.add_argument("--model", choices=("bert_tiny", "bert_base"), default="bert_tiny", help="model size")
+    parser.add_argument("--pretrain-epochs", type=runner.positive_int, default=10, help="epochs of masked-language-model pre-training")
+    parser.add_argument("--mask-copies", type=runner.positive_int, default=4,
                         help="differently masked copies of each sentence for pre-training")
-    parser.add_argument("--labelled", type=int, default=500,
+    parser.add_argument("--labelled", type=runner.non_negative_int, default=500,
                         help="labelled sentences for fine-tuning (0: all)")
     parser.add_argument("--no-pretrain", action="store_true",
                         help="skip phase 1 (the baseline pre-training is measured against)")
@@ -77,7 +77,7 @@ def main(argv=None):
         run.compile(mlm, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                     metrics=None, weighted_metrics=["accuracy"])
         run.epochs = 1 if run.smoke else args.pretrain_epochs
-        run.fit(mlm, mlm_train[0], mlm_train[1], sample_weight=mlm_train[2],
+        run.fit(mlm, mlm_train[0], mlm_train[1], sample_weight=mlm_train[2], phase="pretrain",
                 validation_data=mlm_val)
         mlm_accuracy = mlm.evaluate(*mlm_val[:2], sample_weight=mlm_val[2], verbose=0,
                                     return_dict=True)["accuracy"]

@@ -28,12 +28,12 @@ MIN_SIZE = {"lenet5": 32, "alexnet": 64, "alexnet_two_tower": 64}
 
 def main(argv=None):
     parser = runner.make_parser(__doc__, epochs=20, batch_size=64, lr=1e-3, dataset="digits")
-    parser.add_argument("--model", choices=MODELS, default="lenet5")
-    parser.add_argument("--image-size", type=int, default=None,
+    parser.add_argument("--model", choices=MODELS, default="lenet5", help="classic architecture")
+    parser.add_argument("--image-size", type=runner.positive_int, default=None,
                         help="square input size (default: the model's smallest)")
-    parser.add_argument("--width", type=float, default=None,
+    parser.add_argument("--width", type=runner.positive_float, default=None,
                         help="channel multiplier (GoogLeNet width, EfficientNet width_coefficient)")
-    parser.add_argument("--dense-units", type=int, default=None,
+    parser.add_argument("--dense-units", type=runner.positive_int, default=None,
                         help="hidden dense units of AlexNet and VGG-16 (published: 4096)")
     parser.add_argument("--aux-heads", action="store_true",
                         help="GoogLeNet: train with the two auxiliary classifiers")

@@ -23,9 +23,9 @@ def main(argv=None):
     parser = runner.make_parser(
         __doc__, epochs=40, batch_size=128, lr=1e-3, dataset="digit_captions"
     )
-    parser.add_argument("--width", type=int, default=64, help="width of both towers")
-    parser.add_argument("--layers", type=int, default=2, help="blocks of each tower")
-    parser.add_argument("--embed-dim", type=int, default=64)
+    parser.add_argument("--width", type=runner.positive_int, default=64, help="width of both towers")
+    parser.add_argument("--layers", type=runner.positive_int, default=2, help="blocks of each tower")
+    parser.add_argument("--embed-dim", type=runner.positive_int, default=64, help="width of the shared image-text embedding")
     args = parser.parse_args(argv)
 
     # === Data ===

@@ -26,10 +26,10 @@ def main(argv=None):
     parser = runner.make_parser(
         __doc__, epochs=10, batch_size=64, lr=2e-3, schedule="cosine", dataset="shapes"
     )
-    parser.add_argument("--widths", type=int, nargs="+", default=[16, 32, 64])
-    parser.add_argument("--convs-per-stage", type=int, default=2)
-    parser.add_argument("--dropout", type=float, default=0.3)
-    parser.add_argument("--augment", choices=("auto",) + AUGMENTATIONS, default="auto")
+    parser.add_argument("--widths", type=runner.positive_int, nargs="+", default=[16, 32, 64], help="channels of each stage")
+    parser.add_argument("--convs-per-stage", type=runner.positive_int, default=2, help="convolutions in each stage")
+    parser.add_argument("--dropout", type=runner.fraction, default=0.3, help="dropout rate before the head")
+    parser.add_argument("--augment", choices=("auto",) + AUGMENTATIONS, default="auto", help="training augmentation (auto: by dataset)")
     parser.add_argument(
         "--no-mlp-baseline", action="store_true", help="skip the MLP trained for comparison"
     )

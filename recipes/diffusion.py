@@ -20,17 +20,17 @@ from kzoo.training import runner, sample_grid
 
 def main(argv=None):
     parser = runner.make_parser(__doc__, epochs=40, batch_size=64, lr=1e-3, dataset="digits")
-    parser.add_argument("--image-size", type=int, default=8,
+    parser.add_argument("--image-size", type=runner.positive_int, default=8,
                         help="square size, divisible by 2 ** (levels - 1)")
-    parser.add_argument("--filters", type=int, default=32)
-    parser.add_argument("--channel-multipliers", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--attention-resolutions", type=int, nargs="*", default=[4])
-    parser.add_argument("--timesteps", type=int, default=1000)
-    parser.add_argument("--noise-schedule", choices=("linear", "cosine"), default="cosine")
-    parser.add_argument("--ddim-steps", type=int, default=50)
-    parser.add_argument("--ddpm-samples", type=int, default=0,
+    parser.add_argument("--filters", type=runner.positive_int, default=32, help="base U-Net channels")
+    parser.add_argument("--channel-multipliers", type=runner.positive_int, nargs="+", default=[1, 2], help="channel multiplier of each U-Net level")
+    parser.add_argument("--attention-resolutions", type=runner.positive_int, nargs="*", default=[4], help="feature-map sizes that get self-attention")
+    parser.add_argument("--timesteps", type=runner.positive_int, default=1000, help="diffusion steps of the noise schedule")
+    parser.add_argument("--noise-schedule", choices=("linear", "cosine"), default="cosine", help="beta schedule of the forward process")
+    parser.add_argument("--ddim-steps", type=runner.positive_int, default=50, help="sampling steps of the DDIM sampler")
+    parser.add_argument("--ddpm-samples", type=runner.non_negative_int, default=0,
                         help="also judge this many full DDPM samples (0: skip)")
-    parser.add_argument("--samples-every", type=int, default=10, help="epochs between sample grids")
+    parser.add_argument("--samples-every", type=runner.positive_int, default=10, help="epochs between sample grids")
     args = parser.parse_args(argv)
 
     run = runner.Run(args, recipe="diffusion")

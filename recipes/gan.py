@@ -18,11 +18,11 @@ from kzoo.training import runner, sample_grid
 
 def main(argv=None):
     parser = runner.make_parser(__doc__, epochs=100, batch_size=64, lr=2e-4, dataset="digits")
-    parser.add_argument("--image-size", type=int, default=16, help="square size of the images")
-    parser.add_argument("--latent-dim", type=int, default=64)
-    parser.add_argument("--hidden-units", type=int, nargs="+", default=[256, 512])
-    parser.add_argument("--beta-1", type=float, default=0.5, help="Adam's beta_1 for both players")
-    parser.add_argument("--samples-every", type=int, default=10, help="epochs between sample grids")
+    parser.add_argument("--image-size", type=runner.positive_int, default=16, help="square size of the images")
+    parser.add_argument("--latent-dim", type=runner.positive_int, default=64, help="length of the noise vector")
+    parser.add_argument("--hidden-units", type=runner.positive_int, nargs="+", default=[256, 512], help="hidden widths of both players")
+    parser.add_argument("--beta-1", type=runner.fraction, default=0.5, help="Adam's beta_1 for both players")
+    parser.add_argument("--samples-every", type=runner.positive_int, default=10, help="epochs between sample grids")
     args = parser.parse_args(argv)
 
     run = runner.Run(args, recipe="gan")

@@ -73,17 +73,18 @@ def main(argv=None):
         __doc__, epochs=6, batch_size=32, lr=2e-3, dataset="python_docs",
         schedule="warmup_cosine", warmup_epochs=0.3, grad_clip=1.0,
     )
-    parser.add_argument("--sequence-length", type=int, default=128)
-    parser.add_argument("--max-train-chars", type=int, default=400_000,
+    parser.add_argument("--sequence-length", type=runner.positive_int, default=128, help="characters per training window")
+    parser.add_argument("--max-train-chars", type=runner.non_negative_int, default=400_000,
                         help="training characters used (0: all, about 0.7 million)")
-    parser.add_argument("--d-model", type=int, default=128)
-    parser.add_argument("--num-heads", type=int, default=4)
-    parser.add_argument("--layers", type=int, default=3)
-    parser.add_argument("--d-ff", type=int, default=512)
-    parser.add_argument("--dropout", type=float, default=0.1)
+    parser.add_argument("--d-model", type=runner.positive_int, default=128, help="token width")
+    parser.add_argument("--num-heads", type=runner.positive_int, default=4, help="attention heads")
+    parser.add_argument("--layers", type=runner.positive_int, default=3, help="decoder blocks")
+    parser.add_argument("--d-ff", type=runner.positive_int, default=512, help="feed-forward width")
+    parser.add_argument("--dropout", type=runner.fraction, default=0.1, help="dropout rate")
     parser.add_argument("--position-encoding", choices=("learned", "sinusoidal"),
-                        default="learned")
-    parser.add_argument("--sample-length", type=int, default=120)
+                        default="learned", help="how positions are encoded")
+    parser.add_argument("--sample-length", type=runner.positive_int, default=120,
+                        help="characters (or, with --weights, tokens) generated per sample")
     parser.add_argument("--weights", default=None,
                         help="a GPT-2 checkpoint to sample from instead of training")
     parser.add_argument("--prompt", default=None, help="text the --weights model continues")
@@ -130,7 +131,9 @@ def main(argv=None):
             text = sample(model, prompt, length, method="sample", temperature=temperature,
                           top_k=top_k, top_p=top_p, seed=args.seed)
             lines.append(f"sample (T={temperature}, top_k={top_k}, top_p={top_p}): {text!r}")
-    (run.dir / "samples.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    run.write_text("samples.txt", "\n".join(lines) + "\n")
+    # `python -m kzoo predict RUN_DIR "some text"` continues it this far, greedily.
+    run.metadata["generation"] = {"max_new_tokens": length, "method": "greedy"}
     print("\n".join(lines))
     return run.finish(model, metrics)
 

@@ -13,9 +13,9 @@ from kzoo.training import runner
 
 def main(argv=None):
     parser = runner.make_parser(__doc__, epochs=40, batch_size=64, lr=1e-3, dataset="digits")
-    parser.add_argument("--hidden-units", type=int, nargs="+", default=[256, 128])
-    parser.add_argument("--dropout", type=float, default=0.2)
-    parser.add_argument("--batch-norm", action="store_true")
+    parser.add_argument("--hidden-units", type=runner.positive_int, nargs="+", default=[256, 128], help="width of each hidden layer")
+    parser.add_argument("--dropout", type=runner.fraction, default=0.2, help="dropout rate after each hidden layer")
+    parser.add_argument("--batch-norm", action="store_true", help="batch normalisation after each hidden layer")
     args = parser.parse_args(argv)
 
     run = runner.Run(args, recipe="mlp")

@@ -35,15 +35,15 @@ def main(argv=None):
         label_smoothing=0.1,
         dataset="shapes",
     )
-    parser.add_argument("--model", choices=MODELS, default="resnet20_cifar")
+    parser.add_argument("--model", choices=MODELS, default="resnet20_cifar", help="ResNet variant")
     parser.add_argument(
-        "--width", type=int, default=8, help="first-stage channels (16 in the paper; 8 for CPU)"
+        "--width", type=runner.positive_int, default=8, help="first-stage channels (16 in the paper; 8 for CPU)"
     )
-    parser.add_argument("--zero-init-residual", action="store_true")
-    parser.add_argument("--dropout", type=float, default=0.0)
-    parser.add_argument("--augment", choices=("auto",) + AUGMENTATIONS, default="auto")
+    parser.add_argument("--zero-init-residual", action="store_true", help="start each residual branch at zero (last batch-norm scale 0)")
+    parser.add_argument("--dropout", type=runner.fraction, default=0.0, help="dropout rate before the head")
+    parser.add_argument("--augment", choices=("auto",) + AUGMENTATIONS, default="auto", help="training augmentation (auto: by dataset)")
     parser.add_argument(
-        "--image-size", type=int, default=None, help="image size for shapes and digits"
+        "--image-size", type=runner.positive_int, default=None, help="image size for shapes and digits"
     )
     args = parser.parse_args(argv)
 

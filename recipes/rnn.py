@@ -23,14 +23,14 @@ DATASETS = {"classify": "waveforms", "forecast": "seasonal"}
 
 def main(argv=None):
     parser = runner.make_parser(__doc__, epochs=30, batch_size=64, lr=3e-3, dataset=None)
-    parser.add_argument("--task", choices=tuple(DATASETS), default="classify")
-    parser.add_argument("--cell", choices=("lstm", "gru"), default="lstm")
-    parser.add_argument("--units", type=int, default=64)
-    parser.add_argument("--layers", type=int, default=1, help="stacked recurrent layers")
-    parser.add_argument("--bidirectional", action="store_true")
-    parser.add_argument("--dropout", type=float, default=0.1)
-    parser.add_argument("--pooling", choices=("last", "mean", "max"), default="last")
-    parser.add_argument("--season", type=int, default=24,
+    parser.add_argument("--task", choices=tuple(DATASETS), default="classify", help="classify sequences or forecast a series")
+    parser.add_argument("--cell", choices=("lstm", "gru"), default="lstm", help="recurrent cell")
+    parser.add_argument("--units", type=runner.positive_int, default=64, help="units of each recurrent layer")
+    parser.add_argument("--layers", type=runner.positive_int, default=1, help="stacked recurrent layers")
+    parser.add_argument("--bidirectional", action="store_true", help="read sequences both ways")
+    parser.add_argument("--dropout", type=runner.fraction, default=0.1, help="dropout rate")
+    parser.add_argument("--pooling", choices=("last", "mean", "max"), default="last", help="how the sequence becomes one vector")
+    parser.add_argument("--season", type=runner.positive_int, default=24,
                         help="forecast: period of the seasonal-naive baseline")
     args = parser.parse_args(argv)
     classify = args.task == "classify"

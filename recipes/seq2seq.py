@@ -20,11 +20,11 @@ from kzoo.training import runner
 def main(argv=None):
     parser = runner.make_parser(__doc__, epochs=12, batch_size=64, lr=3e-3, dataset="dates")
     parser.add_argument("--attention", choices=("additive", "multiplicative"),
-                        default="multiplicative")
-    parser.add_argument("--units", type=int, default=64)
-    parser.add_argument("--embedding-dim", type=int, default=32)
-    parser.add_argument("--dropout", type=float, default=0.1)
-    parser.add_argument("--beam-width", type=int, default=4)
+                        default="multiplicative", help="attention of the decoder over the encoder states")
+    parser.add_argument("--units", type=runner.positive_int, default=64, help="units of the encoder and decoder")
+    parser.add_argument("--embedding-dim", type=runner.positive_int, default=32, help="width of the character embeddings")
+    parser.add_argument("--dropout", type=runner.fraction, default=0.1, help="dropout rate")
+    parser.add_argument("--beam-width", type=runner.positive_int, default=4, help="beams of beam-search decoding")
     args = parser.parse_args(argv)
 
     run = runner.Run(args, recipe="seq2seq")

@@ -44,17 +44,17 @@ def main(argv=None):
     parser.add_argument(
         "--model",
         choices=("resnet20_cifar", "resnet56_cifar", "resnet18", "resnet34", "resnet50"),
-        default="resnet20_cifar",
-    )
-    parser.add_argument("--width", type=int, default=8,
+        default="resnet20_cifar", help="ResNet pre-trained on the source (or loaded with "
+                                       "--weights) and fine-tuned")
+    parser.add_argument("--width", type=runner.positive_int, default=8,
                         help="first-stage channels (without --weights)")
     parser.add_argument("--weights", default=None,
                         help="start from published weights instead of pre-training (kzoo.weights)")
-    parser.add_argument("--image-size", type=int, default=24)
-    parser.add_argument("--finetune-epochs", type=int, default=4, help="epochs of each phase")
-    parser.add_argument("--finetune-lr", type=float, default=1e-2)
-    parser.add_argument("--unfreeze-stages", type=int, default=2)
-    parser.add_argument("--backbone-lr-mult", type=float, default=0.1)
+    parser.add_argument("--image-size", type=runner.positive_int, default=24, help="square size of both datasets")
+    parser.add_argument("--finetune-epochs", type=runner.positive_int, default=4, help="epochs of each phase")
+    parser.add_argument("--finetune-lr", type=runner.positive_float, default=1e-2, help="peak learning rate of fine-tuning")
+    parser.add_argument("--unfreeze-stages", type=runner.positive_int, default=2, help="last stages unfrozen for fine-tuning")
+    parser.add_argument("--backbone-lr-mult", type=runner.positive_float, default=0.1, help="learning-rate multiplier of the unfrozen backbone stages")
     parser.add_argument(
         "--freeze-batch-norm",
         action="store_true",
@@ -105,7 +105,8 @@ def main(argv=None):
         width=args.width,
     )
     run.compile(model)
-    run.fit(model, batches(source), validation_data=(source.x_val, source.y_val))
+    run.fit(model, batches(source), validation_data=(source.x_val, source.y_val),
+            phase="pretrain")
     metrics = {"pretrain_test_accuracy": evaluate(model, source)}
 
     # === 2. New head on a frozen backbone (linear probing) ===

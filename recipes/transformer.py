@@ -83,16 +83,16 @@ def main(argv=None):
         __doc__, epochs=3, batch_size=64, lr=1e-3, dataset="numbers_en_fr",
         schedule="warmup_cosine", label_smoothing=0.1, grad_clip=1.0,
     )
-    parser.add_argument("--d-model", type=int, default=128)
-    parser.add_argument("--num-heads", type=int, default=4)
-    parser.add_argument("--layers", type=int, default=2, help="encoder and decoder blocks each")
-    parser.add_argument("--d-ff", type=int, default=512)
-    parser.add_argument("--dropout", type=float, default=0.1)
+    parser.add_argument("--d-model", type=runner.positive_int, default=128, help="token width")
+    parser.add_argument("--num-heads", type=runner.positive_int, default=4, help="attention heads")
+    parser.add_argument("--layers", type=runner.positive_int, default=2, help="encoder and decoder blocks each")
+    parser.add_argument("--d-ff", type=runner.positive_int, default=512, help="feed-forward width")
+    parser.add_argument("--dropout", type=runner.fraction, default=0.1, help="dropout rate")
     parser.add_argument("--norm-first", action="store_true", help="pre-norm blocks")
-    parser.add_argument("--beam-width", type=int, default=4)
-    parser.add_argument("--max-pairs", type=int, default=50000,
+    parser.add_argument("--beam-width", type=runner.positive_int, default=4, help="beams of beam-search decoding")
+    parser.add_argument("--max-pairs", type=runner.positive_int, default=50000,
                         help="sentence pairs read from a tfds: dataset")
-    parser.add_argument("--samples-every", type=int, default=1,
+    parser.add_argument("--samples-every", type=runner.positive_int, default=1,
                         help="print sample translations every N epochs")
     args = parser.parse_args(argv)
 
@@ -144,9 +144,11 @@ def main(argv=None):
 
     # === Look at the results ===
     english = [decode(row, vocabulary) for row in source]
-    with open(run.dir / "translations.txt", "w", encoding="utf-8") as f:
-        for src, guess, want in zip(english, decoded["beam"], references):
-            f.write(f"{src}\t{guess}\t{'ok' if guess == want else 'expected: ' + want}\n")
+    run.write_text("translations.txt", "".join(
+        f"{src}\t{guess}\t{'ok' if guess == want else 'expected: ' + want}\n"
+        for src, guess, want in zip(english, decoded["beam"], references)))
+    # `python -m kzoo predict RUN_DIR "some text"` translates it as the test set was.
+    run.metadata["generation"] = {"max_length": int(max_length), "method": "greedy"}
     for src, guess, want in list(zip(english, decoded["beam"], references))[:5]:
         print(f"{src!r} -> {guess!r} ({'ok' if guess == want else 'expected ' + repr(want)})")
     pick = int(np.argmax([len(s.split()) for s in english[:50]]))  # a long sentence

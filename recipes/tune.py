@@ -34,20 +34,19 @@ def main(argv=None):
     parser = runner.make_parser(__doc__, epochs=20, patience=3, dataset="digits")
     g = parser.add_argument_group("search")
     g.add_argument("--model", default="mlp", help="a registered classifier (kzoo list)")
-    g.add_argument("--tuner", choices=("random", "bayesian", "hyperband"), default="random")
+    g.add_argument("--tuner", choices=("random", "bayesian", "hyperband"), default="random", help="search algorithm")
     g.add_argument("--max-trials", type=runner._positive_int, default=20,
                    help="trials of random and Bayesian search (Hyperband sets its own)")
-    g.add_argument("--objective", choices=("val_loss", "val_accuracy"), default="val_loss")
+    g.add_argument("--objective", choices=("val_loss", "val_accuracy"), default="val_loss", help="what the search optimises")
     g.add_argument("--space", nargs="+", action="extend", default=[], metavar="NAME=SPEC",
                    help="narrow or widen the space: lr=1e-4..1e-2:log, width=32..256:log:step=2, "
                         "optimizer=adam|sgd, depth=2")
     g.add_argument("--space-file", default=None,
                    help="overrides in a JSON file or 'name: spec' lines (--space wins)")
     g.add_argument("--show-space", action="store_true", help="print the search space and exit")
-    g.add_argument("--hyperband-factor", type=runner._positive_int, default=3)
+    g.add_argument("--hyperband-factor", type=runner._positive_int, default=3, help="Hyperband reduction factor")
     g.add_argument("--max-consecutive-failures", type=runner._positive_int, default=3,
                    help="stop after this many failed trials in a row")
-    g.add_argument("--overwrite", action="store_true", help="start over instead of continuing")
     g.add_argument("--image-size", type=runner._positive_int, default=None,
                    help="resize digits to this square size (for CNNs that need larger images)")
     args = parser.parse_args(argv)
@@ -67,7 +66,9 @@ def main(argv=None):
             print(f"{name} = {param.describe()}")
         return space
 
-    run = runner.Run(args, recipe=f"tune-{args.model}-{args.tuner}")
+    # KerasTuner keeps its own record of the search in the folder: the same command
+    # continues it and --overwrite starts it over.
+    run = runner.Run(args, recipe=f"tune-{args.model}-{args.tuner}", own_folder=True)
     role = tuning.role()
     extra = {"image_size": args.image_size} if args.image_size else {}
     data = run.load_data(**extra)

@@ -20,12 +20,12 @@ from kzoo.training import runner, sample_grid
 
 def main(argv=None):
     parser = runner.make_parser(__doc__, epochs=60, batch_size=64, lr=1e-3, dataset="digits")
-    parser.add_argument("--model", choices=("vae", "conv_vae"), default="conv_vae")
-    parser.add_argument("--image-size", type=int, default=16, help="square size, a multiple of 4")
-    parser.add_argument("--latent-dim", type=int, default=16)
-    parser.add_argument("--beta", type=float, default=1.0, help="weight of the KL term")
-    parser.add_argument("--elbo-samples", type=int, default=10)
-    parser.add_argument("--samples-every", type=int, default=10, help="epochs between sample grids")
+    parser.add_argument("--model", choices=("vae", "conv_vae"), default="conv_vae", help="dense or convolutional VAE")
+    parser.add_argument("--image-size", type=runner.positive_int, default=16, help="square size, a multiple of 4")
+    parser.add_argument("--latent-dim", type=runner.positive_int, default=16, help="latent dimensions")
+    parser.add_argument("--beta", type=runner.non_negative_float, default=1.0, help="weight of the KL term")
+    parser.add_argument("--elbo-samples", type=runner.positive_int, default=10, help="importance samples of the test ELBO")
+    parser.add_argument("--samples-every", type=runner.positive_int, default=10, help="epochs between sample grids")
     args = parser.parse_args(argv)
 
     run = runner.Run(args, recipe=args.model)

@@ -30,15 +30,15 @@ def main(argv=None):
         grad_clip=1.0,
     )
     parser.add_argument("--model", choices=("vit_tiny", "vit_small", "vit_base"),
-                        default="vit_tiny")
-    parser.add_argument("--patch-size", type=int, default=4)
-    parser.add_argument("--hidden-dim", type=int, default=64,
+                        default="vit_tiny", help="ViT size")
+    parser.add_argument("--patch-size", type=runner.positive_int, default=4, help="square patch size in pixels")
+    parser.add_argument("--hidden-dim", type=runner.positive_int, default=64,
                         help="token width (vit_tiny's own is 192)")
-    parser.add_argument("--num-heads", type=int, default=4)
-    parser.add_argument("--layers", type=int, default=4)
-    parser.add_argument("--mlp-dim", type=int, default=128)
-    parser.add_argument("--dropout", type=float, default=0.1)
-    parser.add_argument("--augment", choices=("auto",) + AUGMENTATIONS, default="auto")
+    parser.add_argument("--num-heads", type=runner.positive_int, default=4, help="attention heads")
+    parser.add_argument("--layers", type=runner.positive_int, default=4, help="encoder blocks")
+    parser.add_argument("--mlp-dim", type=runner.positive_int, default=128, help="feed-forward width")
+    parser.add_argument("--dropout", type=runner.fraction, default=0.1, help="dropout rate")
+    parser.add_argument("--augment", choices=("auto",) + AUGMENTATIONS, default="auto", help="training augmentation (auto: by dataset)")
     args = parser.parse_args(argv)
 
     # === Data, with augmentation ===

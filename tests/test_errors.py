@@ -124,10 +124,10 @@ def _mlp_recipe():
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--batch-size", "-3"], r"argument --batch-size: expected a positive integer, received -3"),
-    (["--lr", "0"], r"argument --lr: expected a number > 0, received 0"),
+    (["--batch-size", "-3"], r"argument --batch-size: expected a positive integer, received '-3'"),
+    (["--lr", "0"], r"argument --lr: expected a number > 0, received '0'"),
     (["--schedule", "warm"], r"argument --schedule: invalid choice: 'warm'"),
-    (["--epochs", "ten"], r"argument --epochs: invalid _positive_int value: 'ten'"),
+    (["--epochs", "ten"], r"argument --epochs: expected a positive integer, received 'ten'"),
     (["--hidden-units"], r"argument --hidden-units: expected at least one argument"),
 ])
 def test_bad_recipe_flag_exits_2_naming_the_flag_and_value(argv, message, capsys):

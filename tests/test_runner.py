@@ -110,7 +110,7 @@ def test_nan_loss_stops_with_a_clear_message_and_exit_1(tmp_path, capsys):
         run.fit(model, x, np.zeros((8, 1), "float32"))
     assert exc.value.code == 1
     err = capsys.readouterr().err
-    assert "training stopped: the loss became inf in epoch 1" in err
+    assert "training diverged: the loss became inf in epoch 1" in err
     assert "no epoch finished with a finite loss" in err
 
 

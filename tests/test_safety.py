@@ -205,3 +205,32 @@ def test_no_kzoo_file_is_written_with_pickle_bytes(kzoo_file):
     assert sorted(files) == ["config.json", "metadata.json", "model.weights.h5"]
     for name, data in files.items():
         assert not data.startswith(b"\x80"), f"{name} starts like a pickle stream"
+
+
+# === A config that describes another model is refused, not half-read ===
+@pytest.mark.parametrize("key, value, message", [
+    ("bogus_width", 7, r"unknown keys \['bogus_width'\]"),
+    ("frozen_layers", {"dense_0": True}, "expected a list of layer names"),
+    ("frozen_layers", ["no_such_layer"], r"naming \['no_such_layer'\], which MLP does not have"),
+])
+def test_unknown_or_malformed_config_entries_are_refused(tmp_path, kzoo_file, key, value,
+                                                         message):
+    _, files, config = kzoo_file
+    config = copy.deepcopy(config)
+    config["config"][key] = value
+    with pytest.raises(ValueError) as err:
+        _load(_write(tmp_path / "edited.keras", files, config))
+    import re
+
+    assert re.search(message, _message(err.value))
+
+
+def test_kzoo_metadata_and_frozen_layers_still_load(tmp_path):
+    model = kzoo.create_model("mlp", input_shape=(4,), num_classes=3, hidden_units=(4,))
+    model.metadata = {"class_names": ["a", "b", "c"]}
+    frozen = model.layers[1].name
+    model.layers[1].trainable = False
+    model.save(tmp_path / "m.keras")
+    restored = _load(tmp_path / "m.keras")
+    assert restored.metadata == {"class_names": ["a", "b", "c"]}
+    assert not restored.get_layer(frozen).trainable

@@ -55,7 +55,7 @@ def test_grad_accum_over_n_steps_equals_one_step_of_n_times_the_batch(tmp_path, 
     x, y = regression_data(n=16)
     results = []
     for accum, batch in ((4, 4), (1, 16)):
-        run = make_run(tmp_path, "--grad-accum", str(accum), "--optimizer", optimizer,
+        run = make_run(tmp_path / str(accum), "--grad-accum", str(accum), "--optimizer", optimizer,
                        "--lr", "0.05")
         model = small_net()
         run.compile(model, loss="mse", metrics=None)
@@ -71,7 +71,7 @@ def test_remat_leaves_the_training_step_unchanged(tmp_path):
     x, y = regression_data(n=16)
     trained = []
     for remat in ("none", "full"):
-        run = make_run(tmp_path, "--remat", remat, "--lr", "0.05")
+        run = make_run(tmp_path / remat, "--remat", remat, "--lr", "0.05")
         model = small_net()
         run.compile(model, loss="mse", metrics=None)
         layers = {layer.name: layer for layer in model.layers}

@@ -48,10 +48,36 @@ class ModelConfig:
     def from_config(cls, config):
         config = dict(config)
         metadata = config.pop("metadata", None)
+        _check_config_keys(cls, config)
         model = cls(**config)
         if metadata:
             model.metadata = metadata
         return model
+
+
+#: Config keys every Keras model accepts besides its constructor arguments.
+_KERAS_MODEL_KEYS = frozenset({"name", "trainable", "dtype"})
+
+
+def _check_config_keys(cls, config):
+    """Raise `ValueError` for a config key the class's constructor does not take.
+
+    A `.keras` file whose config names an argument kzoo does not know was
+    written by something else (or edited): loading it silently would build a
+    model other than the one described, as `create_model` refuses it too.
+    """
+    import inspect
+
+    params = inspect.signature(cls.__init__).parameters
+    known = {n for n, p in params.items()
+             if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL) and n != "self"}
+    unknown = sorted(set(config) - known - _KERAS_MODEL_KEYS)
+    if unknown:
+        raise ValueError(
+            f"Received a saved config for {cls.__name__} with unknown keys {unknown}; expected "
+            f"only its arguments {sorted(known)}, so load a file kzoo wrote for this version "
+            "or remove those keys."
+        )
 
 
 #: Keys of `ModelConfig.metadata` that kzoo itself reads and writes.
@@ -108,8 +134,20 @@ class ZooModel(ModelConfig, keras.Model):
     @classmethod
     def from_config(cls, config):
         config = dict(config)
-        frozen = set(config.pop("frozen_layers", ()))
+        frozen = config.pop("frozen_layers", [])
+        if not isinstance(frozen, list) or not all(isinstance(n, str) for n in frozen):
+            raise ValueError(
+                f"Received frozen_layers={frozen!r} in a saved {cls.__name__} config; expected "
+                "a list of layer names, as kzoo writes it, so remove or fix the entry."
+            )
         model = super().from_config.__func__(cls, config)
+        names = {layer.name for layer in model.layers}
+        missing = sorted(set(frozen) - names)
+        if missing:
+            raise ValueError(
+                f"Received frozen_layers naming {missing}, which {cls.__name__} does not have; "
+                "expected names of its layers, so remove those entries."
+            )
         for layer in model.layers:
             if layer.name in frozen:
                 layer.trainable = False

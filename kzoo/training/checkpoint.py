@@ -48,17 +48,24 @@ def atomic_write(path, write):
     'done'
     """
     path = Path(path)
-    suffix = "".join(path.suffixes)
+    suffix = "".join(path.suffixes[-2:]) if path.name.endswith(".weights.h5") else path.suffix
     stem = path.name[: len(path.name) - len(suffix)] if suffix else path.name
     tmp = path.with_name(f".tmp-{os.getpid()}-{stem}{suffix}")
     try:
         write(str(tmp))
         _fsync(tmp)
+        if before_rename is not None:
+            before_rename(tmp, path)
         os.replace(tmp, path)
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
     _fsync_dir(path.parent)
+
+
+#: A test hook: `before_rename(tmp, path)` runs after a file is complete on disk
+#: and before it replaces `path` (the fault-injection tests kill the process there).
+before_rename = None
 
 
 def _fsync(path):
@@ -129,6 +136,9 @@ class CrashSafeBackup(keras.callbacks.Callback):
         self.delete_on_finish = bool(delete_on_finish)
         self.restored_epoch = 0
         self._stopped_on_nan = False
+        #: Optional callable: when it returns True at an epoch's end, that epoch
+        #: is not backed up (the runner skips an epoch whose loss diverged).
+        self.skip_epoch = None
 
     # === Finding backups ===
     def _manifests(self):
@@ -191,6 +201,9 @@ class CrashSafeBackup(keras.callbacks.Callback):
         if loss is not None and not math.isfinite(float(loss)):
             self._stopped_on_nan = True
             return
+        if self.skip_epoch is not None and self.skip_epoch():
+            self._stopped_on_nan = True
+            return
         self.backup(epoch + 1)
 
     def backup(self, epoch):
@@ -208,9 +221,18 @@ class CrashSafeBackup(keras.callbacks.Callback):
 
     def on_train_end(self, logs=None):
         if self.delete_on_finish and not self._stopped_on_nan:
-            for epoch, manifest in self._manifests():
-                manifest.unlink(missing_ok=True)
-                self._weights_path(epoch).unlink(missing_ok=True)
+            self.delete_all()
+
+    def delete_all(self):
+        """Delete every backup in the folder (manifests first) and the folder if empty."""
+        for epoch, manifest in self._manifests():
+            manifest.unlink(missing_ok=True)
+            self._weights_path(epoch).unlink(missing_ok=True)
+        if self.backup_dir.is_dir():
+            for tmp in self.backup_dir.glob(".tmp-*"):
+                tmp.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                self.backup_dir.rmdir()
 
     def get_config(self):
         return {

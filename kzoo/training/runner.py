@@ -13,11 +13,15 @@ A recipe is data, a model, and a few calls here:
             validation_data=(data.x_val, data.y_val))
     run.finish(model, model.evaluate(data.x_test, data.y_test, return_dict=True))
 
-Every run writes one folder (`--output-dir`, default `runs/<recipe>-<backend>`):
-`model.keras` (the trained model), `best.keras` (best validation loss),
+Every run writes one folder (`--output-dir`, default `runs/<recipe>-<backend>`,
+and `runs/<recipe>-<backend>-smoke` for `--smoke`): `run.json` (the run's
+fingerprint and progress), `model.keras` (the trained model, with what
+`predict` needs in its metadata), `best.keras` (best validation loss),
 `history.csv`, `learning_curve.png`, `metrics.json` (final metrics, backend,
 versions, wall time), TensorBoard logs under `logs/` where TensorFlow is
-installed, and `backup/` when `--resume` is given.
+installed, and `backup/` while the run is unfinished. Every file is written
+atomically; `kzoo.training.run_folder` describes the folder, `--resume` and
+`--overwrite`.
 
 The toolkit flags (listed by every recipe's `--help`) come from here too:
 precision (`--precision`), memory (`--grad-accum`, `--remat`), schedules and
@@ -30,8 +34,8 @@ engine's own machinery (`--distribute data_parallel`, see
 """
 
 import argparse
+import contextlib
 import importlib.util
-import json
 import math
 import os
 import platform
@@ -45,6 +49,11 @@ import numpy as np
 from kzoo import data as kzoo_data
 from kzoo import optimizers
 from kzoo.backend import memory
+from kzoo.losses import (  # noqa: F401  (kept importable from here)
+    SparseCategoricalCrossentropyWithSmoothing,
+    classification_loss,
+)
+from kzoo.training import run_folder
 from kzoo.training.checkpoint import CrashSafeBackup
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "nadam", "lion")
@@ -54,32 +63,73 @@ REMAT_MODES = ("none", "full", "activations")
 DISTRIBUTIONS = ("none", "data_parallel")
 
 
-def _positive_int(text):
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, received {text}")
+def _number(text, kind):
+    try:
+        value = kind(text)
+    except (TypeError, ValueError):
+        return None
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
     return value
 
 
-def _non_negative_float(text):
-    value = float(text)
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, received {text}")
+def positive_int(text):
+    """argparse type: an integer >= 1."""
+    value = _number(text, int)
+    if value is None or value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, received {text!r}")
     return value
 
 
-def _positive_float(text):
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, received {text}")
+def non_negative_int(text):
+    """argparse type: an integer >= 0."""
+    value = _number(text, int)
+    if value is None or value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, received {text!r}")
     return value
 
 
-def _fraction(text):
-    value = float(text)
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), received {text}")
+def non_negative_float(text):
+    """argparse type: a finite number >= 0."""
+    value = _number(text, float)
+    if value is None or not value >= 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, received {text!r}")
     return value
+
+
+def positive_float(text):
+    """argparse type: a finite number > 0."""
+    value = _number(text, float)
+    if value is None or not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, received {text!r}")
+    return value
+
+
+def fraction(text):
+    """argparse type: a number in [0, 1) (dropout, smoothing)."""
+    value = _number(text, float)
+    if value is None or not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), received {text!r}")
+    return value
+
+
+def seed(text):
+    """argparse type: a random seed in [0, 2**32 - 1]."""
+    value = _number(text, int)
+    if value is None or not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(
+            f"expected an integer from 0 to {2**32 - 1}, received {text!r}")
+    return value
+
+
+# The shared flags' own names for these types (kept for older imports).
+_positive_int, _non_negative_float, _positive_float, _fraction = (
+    positive_int, non_negative_float, positive_float, fraction)
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter,
+                    argparse.ArgumentDefaultsHelpFormatter):
+    """Keeps the recipe's docstring as written and shows every flag's default."""
 
 
 def make_parser(description, **defaults):
@@ -98,40 +148,46 @@ def make_parser(description, **defaults):
     >>> args.epochs, args.lr, args.smoke
     (3, 0.01, True)
     """
-    parser = argparse.ArgumentParser(
-        description=description, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=description, formatter_class=HelpFormatter)
     g = parser.add_argument_group("training (shared by every recipe)")
     g.add_argument("--epochs", type=_positive_int, default=10, help="training epochs")
     g.add_argument("--batch-size", type=_positive_int, default=64, help="examples per step")
     g.add_argument("--lr", type=_positive_float, default=1e-3, help="peak learning rate")
-    g.add_argument("--optimizer", choices=OPTIMIZERS, default="adam")
+    g.add_argument("--optimizer", choices=OPTIMIZERS, default="adam",
+                   help="optimizer (sgd: momentum 0.9, Nesterov)")
     g.add_argument("--weight-decay", type=_non_negative_float, default=0.0,
                    help="decoupled weight decay (AdamW-style for every optimizer)")
     g.add_argument("--schedule", choices=SCHEDULES, default="constant",
                    help="learning-rate schedule; warmup_cosine warms up for --warmup-epochs")
-    g.add_argument("--warmup-epochs", type=_non_negative_float, default=1.0)
-    g.add_argument("--label-smoothing", type=_fraction, default=0.0)
+    g.add_argument("--warmup-epochs", type=_non_negative_float, default=1.0,
+                   help="epochs of linear warm-up for --schedule warmup_cosine")
+    g.add_argument("--label-smoothing", type=_fraction, default=0.0,
+                   help="probability mass spread over all classes in the cross-entropy")
     g.add_argument("--grad-clip", type=_positive_float, default=None,
                    help="clip gradients to this global norm")
     g.add_argument("--grad-accum", type=_positive_int, default=1,
                    help="accumulate gradients over N steps before each update")
-    g.add_argument("--patience", type=int, default=0,
+    g.add_argument("--patience", type=non_negative_int, default=0,
                    help="early stopping patience in epochs, restoring the best weights (0: off)")
-    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--seed", type=seed, default=0,
+                   help="random seed of weights, data order and dropout")
     g.add_argument("--dataset", default="digits",
                    help="an offline dataset (python -c 'import kzoo.data as d; "
                         "print(d.list_datasets())') or tfds:NAME")
     g.add_argument("--output-dir", default=None,
-                   help="run folder (default: runs/<recipe>-<backend>)")
+                   help="run folder (default: runs/<recipe>-<backend>, with -smoke for --smoke)")
     g.add_argument("--jit-compile", choices=("auto", "true", "false"), default="auto",
                    help="XLA/torch.compile: auto lets Keras decide per backend")
     g.add_argument("--precision", choices=PRECISIONS, default="float32",
                    help="Keras dtype policy; mixed_float16 adds loss scaling")
     g.add_argument("--resume", action="store_true",
-                   help="continue an interrupted run from its backup in the run folder")
+                   help="continue the interrupted run in the run folder from its last "
+                        "completed epoch (the same flags only; a complete run is left as is)")
+    g.add_argument("--overwrite", action="store_true",
+                   help="delete the run already in the run folder and start over")
     g.add_argument("--smoke", action="store_true",
-                   help="a few steps on a tiny slice: every code path, in seconds")
+                   help="a few steps on a tiny slice: every code path, in seconds "
+                        "(into its own -smoke run folder)")
     g.add_argument("--verbose", type=int, choices=(0, 1, 2), default=None,
                    help="Keras fit verbosity (default: 1 on a terminal, else 2)")
 
@@ -176,6 +232,12 @@ def make_parser(description, **defaults):
     return parser
 
 
+def help_missing(parser):
+    """The flags of `parser` without help text (every flag needs one)."""
+    return [a.option_strings[0] for a in parser._actions
+            if a.option_strings and not a.help and a.dest != "help"]
+
+
 class RunError(SystemExit):
     """Raised (as a clean exit) when a run cannot go on; prints one sentence."""
 
@@ -190,9 +252,13 @@ class Run:
     Args:
         args: argparse.Namespace. Parsed flags from `make_parser`.
         recipe: str. The recipe's name, used for the default run folder.
+        own_folder: bool. The recipe keeps its own record in the folder
+            (KerasTuner's search): the runner does not refuse an existing
+            folder or delete it for `--overwrite`; it still locks it.
+            Defaults to False.
     """
 
-    def __init__(self, args, recipe):
+    def __init__(self, args, recipe, own_folder=False):
         memory.retain_freed_memory()  # before the backend starts its threads
         self.args = args
         self.recipe = recipe
@@ -200,15 +266,25 @@ class Run:
         self.epochs = 1 if self.smoke else args.epochs
         self.start = time.time()
         self.backend = keras.config.backend()
+        default_dir = Path("runs") / f"{recipe}-{self.backend}{'-smoke' if self.smoke else ''}"
+        self.dir = Path(args.output_dir or default_dir)
+        self.fingerprint = run_folder.flag_fingerprint(args, recipe)
+        self.own_folder = own_folder
+        self.state = None
+        self._lock = None
+        self._models = []
+        self._phases = []
+        self._backups = []
+        # Refuse, changing nothing, before any data is loaded or file written.
+        self._check_folder()
         # Before anything else runs on the engine (TF fixes its devices then).
         self.distribution = _setup_distribution(args)
-        self.dir = Path(args.output_dir or Path("runs") / f"{recipe}-{self.backend}")
         if self.distribution is not None and not self.distribution.is_chief:
             self.dir = self.dir / f"worker-{self.distribution.process_id}"
-        self.dir.mkdir(parents=True, exist_ok=True)
         self.train_size = None
         self.dataset = None
         self.history = None
+        self.metadata = {}
         keras.utils.set_random_seed(args.seed)
         keras.config.set_dtype_policy(args.precision)
         # Layers record the remat mode when they are created, so the scope is
@@ -219,6 +295,114 @@ class Run:
             print(f"note: {why}, so --remat full rematerialises the activations only here.")
             remat = "activations"
         _set_remat_scope(remat)
+
+    # === The run folder ===
+    def _check_folder(self):
+        """Refuse (one sentence, nothing changed) a folder this run may not write."""
+        a, folder = self.args, self.dir
+        resume, overwrite = bool(a.resume), bool(getattr(a, "overwrite", False))
+        if resume and overwrite:
+            raise RunError("--resume continues the run in the folder and --overwrite deletes "
+                           "it; pass only one of them.")
+        if folder.exists() and not folder.is_dir():
+            raise RunError(f"--output-dir {folder} is a file, not a folder; choose a folder "
+                           "path for the run.")
+        ancestor = folder
+        while not ancestor.exists() and ancestor != ancestor.parent:
+            ancestor = ancestor.parent
+        if not os.access(ancestor, os.W_OK | os.X_OK):
+            raise RunError(f"--output-dir {folder} cannot be written ({ancestor} is not "
+                           "writable); choose a folder you can write to.")
+        if getattr(a, "find_lr", False) or self.own_folder:
+            return  # the range test writes only its own files; a tuner keeps its own record
+        try:
+            state = run_folder.read_state(folder)
+        except run_folder.RunFolderError as err:
+            if overwrite:
+                return
+            raise RunError(str(err)) from None
+        entries = run_folder.visible_entries(folder)
+        if state is None:
+            if not entries:
+                return
+            if not run_folder.is_run_folder(folder):
+                raise RunError(f"--output-dir {folder} holds files that are not a kzoo run; "
+                               "choose an empty or new folder.")
+            if overwrite:
+                return
+            raise RunError(f"--output-dir {folder} holds an earlier run without a run.json "
+                           "record, which cannot be resumed; pass --overwrite to start over "
+                           "there, or choose another --output-dir.")
+        if overwrite:
+            return
+        if not resume:
+            raise RunError(f"--output-dir {folder} holds a {state.get('status', 'previous')} "
+                           f"run already; pass --resume to continue it, --overwrite to start "
+                           "over, or choose another --output-dir.")
+        differs = run_folder.differing_flag(state.get("fingerprint", {}), self.fingerprint)
+        if differs:
+            raise RunError(f"--resume would continue {folder} with different settings: "
+                           f"{differs}; resume with the run's own flags, or pass --overwrite "
+                           "to start over.")
+        if state.get("status") == "complete":
+            print(f"[{self.recipe} on {self.backend}] {folder} holds a complete run "
+                  f"(see {folder / 'metrics.json'}); nothing to do. Pass --overwrite to train "
+                  "it again.")
+            raise SystemExit(0)
+        self.state = run_folder.RunState(folder, state)
+
+    def _claim(self):
+        """Lock the folder and record the run (once): every write comes after this."""
+        if self._lock is not None:
+            return
+        self._check_folder()  # again, now that no other run can change it
+        try:
+            self._lock = run_folder.FolderLock(self.dir).acquire()
+        except run_folder.RunFolderError as err:
+            raise RunError(str(err)) from None
+        except OSError as err:
+            raise RunError(f"--output-dir {self.dir} cannot be written ({err.strerror}); "
+                           "choose a folder you can write to.") from None
+        if self.state is None and self.own_folder:
+            with contextlib.suppress(run_folder.RunFolderError):
+                previous = run_folder.read_state(self.dir)
+                if previous is not None:
+                    self.state = run_folder.RunState(self.dir, previous)
+        if self.state is None:
+            if getattr(self.args, "overwrite", False) and not self.own_folder:
+                run_folder.clear_folder(self.dir)
+            self.state = run_folder.RunState(self.dir, {
+                "format": run_folder.FORMAT,
+                "status": "running",
+                "fingerprint": self.fingerprint,
+                "backend": self.backend,
+                "models": [],
+                "phases": {},
+            })
+        else:
+            self.state.record["status"] = "running"
+        run_folder.remove_stale_temporaries(self.dir)
+        self.state.save()
+
+    def _record_model(self, model):
+        """Add `model`'s fingerprint (or check it against the resumed run's)."""
+        index = len(self._models)
+        self._models.append(model)
+        print_ = run_folder.model_fingerprint(model)
+        recorded = self.state.record.setdefault("models", [])
+        if index < len(recorded) and recorded[index] != print_:
+            raise RunError(
+                f"--resume would continue {self.dir} with a different model (its architecture "
+                "differs from the one the run trained); resume with the run's own flags, or "
+                "pass --overwrite to start over.")
+        if index >= len(recorded):
+            recorded.append(print_)
+            self.state.save()
+
+    def write_text(self, name, text):
+        """Write a text file into the run folder, atomically."""
+        self._claim()
+        run_folder.write_text(self.dir / name, text)
 
     # === Data ===
     def load_data(self, name=None, **kwargs):
@@ -276,14 +460,15 @@ class Run:
         }
         if a.weight_decay:
             common["weight_decay"] = a.weight_decay
+        # kzoo's classes: saved under backend-neutral names (Keras' torch classes are not).
         if a.optimizer == "sgd":
-            return keras.optimizers.SGD(momentum=0.9, nesterov=True, **common)
+            return optimizers.SGD(momentum=0.9, nesterov=True, **common)
         cls = {
             "adam": optimizers.Adam,
             "adamw": optimizers.AdamW,
-            "rmsprop": keras.optimizers.RMSprop,
-            "nadam": keras.optimizers.Nadam,
-            "lion": keras.optimizers.Lion,
+            "rmsprop": optimizers.RMSprop,
+            "nadam": optimizers.Nadam,
+            "lion": optimizers.Lion,
         }[a.optimizer]
         if a.optimizer == "adamw" and not a.weight_decay:
             common["weight_decay"] = 0.004  # AdamW's own default
@@ -301,6 +486,9 @@ class Run:
         defaults to accuracy. `loss=None` leaves the model's own loss (for
         models that define `compute_loss`).
         """
+        if not self.args.find_lr:
+            self._claim()
+            self._record_model(model)
         if loss == "default":
             loss = classification_loss(self.args.label_smoothing)
         if metrics == "default":
@@ -325,20 +513,42 @@ class Run:
         return model
 
     # === Training ===
-    def callbacks(self, monitor=None):
-        """The standard callbacks, wired to the run folder."""
+    def callbacks(self, monitor=None, phase=None):
+        """The standard callbacks, wired to the run folder.
+
+        Args:
+            monitor: str. The value `best.keras` and early stopping watch.
+                Defaults to "val_loss".
+            phase: str or None. A named training phase before the main one
+                (BERT's pretraining): its files go under `<phase>/`.
+        """
         a = self.args
         monitor = monitor or "val_loss"
+        key = phase or "main"
+        folder = self.dir / phase if phase else self.dir
+        backup_dir = self.dir / "backup" / phase if phase else self.dir / "backup"
+        divergence = run_folder.DivergenceMonitor(self.state, key)
+        backup = CrashSafeBackup(backup_dir, delete_on_finish=False)
+        backup.skip_epoch = lambda: divergence.diverged is not None
+        progress = run_folder.EpochProgress(self.state, key)
+        self._divergence, self._backups = divergence, self._backups + [backup]
+        # on_train_begin: the backup restores first; on_epoch_end: the history row,
+        # best.keras, the backup, then run.json (a kill between two of them loses
+        # at most the epoch in progress, which the resumed run redoes).
         cbs = [
-            keras.callbacks.TerminateOnNaN(),
-            keras.callbacks.CSVLogger(str(self.dir / "history.csv"), append=a.resume),
-            keras.callbacks.ModelCheckpoint(
-                str(self.dir / "best.keras"), monitor=monitor, save_best_only=True
-            ),
+            _Forward(backup, "on_train_begin"),
+            divergence,
+            run_folder.AtomicHistory(folder / "history.csv"),
+            run_folder.BestCheckpoint(folder / "best.keras", monitor, self.state, key),
+            _Forward(backup, "on_epoch_end"),
+            progress,
         ]
         # Keras' TensorBoard callback writes through tf.summary.
         if all(importlib.util.find_spec(m) for m in ("tensorflow", "tensorboard")):
             cbs.append(keras.callbacks.TensorBoard(str(self.dir / "logs")))
+        elif not getattr(self, "_told_tensorboard", False):
+            self._told_tensorboard = True
+            print("note: no TensorBoard logs (they need tensorflow and tensorboard installed).")
         if a.patience > 0:
             cbs.append(
                 keras.callbacks.EarlyStopping(
@@ -351,12 +561,16 @@ class Run:
                     monitor=monitor, factor=0.5, patience=max(1, a.patience // 2 or 2)
                 )
             )
-        if a.resume:
-            cbs.append(CrashSafeBackup(self.dir / "backup"))
         return cbs
 
-    def fit(self, model, x, y=None, validation_data=None, callbacks=(), monitor=None, **kwargs):
-        """`model.fit` with the flags' epochs and batch size and the standard callbacks."""
+    def fit(self, model, x, y=None, validation_data=None, callbacks=(), monitor=None,
+            phase=None, **kwargs):
+        """`model.fit` with the flags' epochs and batch size and the standard callbacks.
+
+        A recipe that trains twice (pretraining, then the task) names the first
+        phase (`phase="pretrain"`); each phase has its own history, best model
+        and backups, and `--resume` continues the phase that was interrupted.
+        """
         if validation_data is None and monitor is None:
             monitor = "loss"
         verbose = self.args.verbose
@@ -365,6 +579,17 @@ class Run:
         _set_remat_scope(None)
         if self.args.find_lr:
             return self.find_lr(model, x, y, verbose=verbose)
+        self._claim()
+        if model not in self._models:
+            self._record_model(model)
+        key = phase or "main"
+        if key in self._phases:
+            raise ValueError(
+                f"Received a second fit() for phase {key!r}; expected each phase once, so "
+                "name the earlier one with fit(..., phase='pretrain').")
+        self._phases.append(key)
+        if phase:
+            (self.dir / phase).mkdir(exist_ok=True)
         extra = self.debug_callbacks(model, x, y)
         kwargs.setdefault("batch_size", None if _is_dataset(x) else self.args.batch_size)
         x, y, kwargs = self._distribute_inputs(x, y, kwargs)
@@ -374,22 +599,31 @@ class Run:
             y,
             epochs=self.epochs,
             validation_data=validation_data,
-            callbacks=self.callbacks(monitor) + extra + list(callbacks),
+            callbacks=self.callbacks(monitor, phase=phase) + extra + list(callbacks),
             verbose=verbose,
             **kwargs,
         )
         self.history = history
-        losses = history.history.get("loss", [])
-        if losses and not np.isfinite(losses[-1]):
-            best = self.dir / "best.keras"
-            kept = (
-                f"the last good checkpoint is {best}"
-                if best.exists() and np.isfinite(losses[:-1]).any()
-                else "no epoch finished with a finite loss, so there is no checkpoint"
-            )
+        diverged = self._divergence.diverged
+        if diverged is not None:
+            self.state.record["status"] = "diverged"
+            self.state.save()
+            best = self.state.phase(key).get("best")
+            folder = self.dir / phase if phase else self.dir
+            backup = self._backups[-1]
+            if best is not None:
+                kept = (f"the last good model is {folder / 'best.keras'} (epoch {best['epoch']}, "
+                        f"{best['monitor']} {best['value']:.4g})")
+            elif backup.latest_epoch():
+                kept = (f"the last good weights are the backup of epoch {backup.latest_epoch()} "
+                        f"in {backup.backup_dir}")
+            else:
+                kept = "no epoch finished with a finite loss, so there is no good model to keep"
+            loss = diverged["loss"]
+            what = f"became {loss}" if not math.isfinite(loss) else f"rose to {loss:.3g}"
             raise RunError(
-                f"training stopped: the loss became {losses[-1]} in epoch {len(losses)}; "
-                f"lower --lr, add --grad-clip or use --precision float32 ({kept})."
+                f"training diverged: the loss {what} in epoch {diverged['epoch']}; {kept}; "
+                "lower --lr, add --grad-clip or use --precision float32."
             )
         return history
 
@@ -423,6 +657,7 @@ class Run:
         from kzoo.training.lr_finder import LRFinder
 
         low, high = self.args.find_lr_range
+        self.dir.mkdir(parents=True, exist_ok=True)
         steps = 10 if self.smoke else self.args.find_lr_steps
         try:
             finder = LRFinder(min_lr=low, max_lr=high, num_steps=steps,
@@ -481,23 +716,32 @@ class Run:
 
     # === Outputs ===
     def finish(self, model, metrics):
-        """Save the model, learning curve and `metrics.json`; return the metrics."""
+        """Save the model, learning curve and `metrics.json`; return the metrics.
+
+        The backups are removed only after `model.keras`, `metrics.json` and
+        `run.json` are safely written.
+        """
         _set_remat_scope(None)
         if self.distribution is not None and not self.distribution.is_chief:
             return {k: _jsonable(v) for k, v in dict(metrics).items()}
-        model.save(self.dir / "model.keras")
+        self._claim()
+        self._attach_metadata(model)
+        run_folder.save_model(model, self.dir / "model.keras")
         if self.history is not None and self.history.history:
-            plot_history(self.history.history, self.dir / "learning_curve.png", title=self.recipe)
+            curve = self.dir / "learning_curve.png"
+            history = self._full_history() or self.history.history
+            from kzoo.training.checkpoint import atomic_write
+
+            atomic_write(curve, lambda tmp: plot_history(history, tmp, title=self.recipe))
+        main = self.state.phase("main") if self._phases else {}
         record = {
             "recipe": self.recipe,
             "dataset": self.args.dataset if self.dataset is None else self.dataset.name,
             "dataset_source": None if self.dataset is None else self.dataset.source,
             "metrics": {k: _jsonable(v) for k, v in dict(metrics).items()},
-            # Epoch indices continue across --resume, so the last one counts all.
-            "epochs_run": (
-                None if self.history is None or not self.history.epoch
-                else self.history.epoch[-1] + 1
-            ),
+            # Counted across --resume, from the run's record.
+            "epochs_run": main.get("epochs_done"),
+            "best": main.get("best"),
             "wall_time_s": round(time.time() - self.start, 2),
             "backend": self.backend,
             "versions": versions(),
@@ -506,10 +750,117 @@ class Run:
             "smoke": self.smoke,
             "args": {k: _jsonable(v) for k, v in vars(self.args).items()},
         }
-        (self.dir / "metrics.json").write_text(json.dumps(record, indent=2) + "\n")
+        run_folder.write_json(self.dir / "metrics.json", record)
+        self.state.record["status"] = "complete"
+        self.state.save()
+        for backup in self._backups:
+            backup.delete_all()
+        with contextlib.suppress(OSError):
+            (self.dir / "backup").rmdir()
+        self._lock.release()
         shown = ", ".join(f"{k}={_fmt(v)}" for k, v in record["metrics"].items())
         print(f"[{self.recipe} on {self.backend}] {shown} ({record['wall_time_s']} s) -> {self.dir}")
         return record["metrics"]
+
+    def _full_history(self):
+        """The main phase's history.csv as {column: [values]} (every epoch, resumes too)."""
+        import csv
+
+        path = self.dir / "history.csv"
+        if not path.is_file():
+            return None
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+        keys = [k for k in (rows[0] if rows else {}) if k != "epoch"]
+        try:
+            return {k: [float(r[k]) if r.get(k) else float("nan") for r in rows] for k in keys}
+        except ValueError:
+            return None
+
+    def _attach_metadata(self, model):
+        """Put what `predict` needs into the model's metadata (kzoo models only)."""
+        if not hasattr(type(model), "metadata"):
+            return
+        found = dict(model.metadata)
+        data = self.dataset
+        if data is not None:
+            # Only the names of the classes this model's head outputs (a transfer run
+            # loads its source data too).
+            classes = getattr(model, "model_config", {}).get("num_classes")
+            if data.class_names and "class_names" not in found and classes == len(
+                    data.class_names):
+                found["class_names"] = [str(c) for c in data.class_names]
+            if "preprocessing" not in found:
+                found["preprocessing"] = describe_preprocessing(data)
+            for key, value in dataset_tokenizer(data).items():
+                found.setdefault(key, value)
+            found.setdefault("source", {"recipe": self.recipe, "dataset": data.name,
+                                        "dataset_source": data.source})
+        found.update(self.metadata)
+        model.metadata = found
+
+
+def describe_preprocessing(data):
+    """What kzoo's loaders did to the inputs, for `predict` to repeat it."""
+    shape = tuple(data.input_shape) if data.input_shape else ()
+    value_range = data.info.get("value_range")
+    if len(shape) == 3 and value_range is not None:
+        low, high = value_range
+        return {"kind": "image", "size": [shape[0], shape[1]], "channels": shape[2],
+                "resize": "bilinear", "scale": [float(low), float(high)]}
+    if value_range is not None:
+        return {"kind": "array", "scale": [float(v) for v in value_range]}
+    return {"kind": "array"}
+
+
+def dataset_tokenizer(data):
+    """Tokenizer metadata of kzoo's text datasets, as `kzoo.tokenizers.from_metadata` reads it.
+
+    Returns a dict of metadata entries (`tokenizer`, and `target_tokenizer`
+    when the targets have their own vocabulary), empty for other data.
+    """
+    info = data.info
+
+    def vocabulary(tokens, level, split="whitespace", **special):
+        return {"kind": "vocabulary", "vocabulary": [str(t) for t in tokens], "level": level,
+                "split": split, "lowercase": False,
+                **{f"{role}_token": special.get(role)
+                   for role in ("unknown", "pad", "start", "end")}}
+
+    tokens = info.get("vocabulary")
+    if isinstance(tokens, str):  # characters (kzoo.data.text): id 0 is the unknown one
+        return {"tokenizer": vocabulary(tokens, "character", unknown=tokens[0])}
+    if tokens is not None and "start_id" in info:  # words (kzoo.data.translation)
+        tokens = list(tokens)
+        unknown = "<unk>" if "<unk>" in tokens else None
+        return {"tokenizer": vocabulary(
+            tokens, "word", "words_and_punctuation", unknown=unknown,
+            pad=tokens[info["pad_id"]], start=tokens[info["start_id"]],
+            end=tokens[info["end_id"]])}
+    if info.get("vocab") is not None:  # words with [CLS] first (kzoo.data.captions)
+        tokens = list(info["vocab"])
+        return {"tokenizer": vocabulary(tokens, "word", unknown="[UNK]", pad="[PAD]",
+                                        start="[CLS]")}
+    if info.get("source_chars") is not None:  # characters both ways (kzoo.data.dates)
+        source = ["<pad>"] + list(info["source_chars"])
+        target = ["<pad>", "<start>", "<end>"] + list(info["target_chars"])
+        return {"tokenizer": vocabulary(source, "character", pad="<pad>"),
+                "target_tokenizer": vocabulary(target, "character", pad="<pad>",
+                                               start="<start>", end="<end>")}
+    return {}
+
+
+class _Forward(keras.callbacks.Callback):
+    """Runs one hook of `callback` at this place in the list (and no other hook)."""
+
+    def __init__(self, callback, hook):
+        super().__init__()
+        self.callback = callback
+        setattr(self, hook, lambda *args, **kwargs: getattr(callback, hook)(*args, **kwargs))
+
+    def set_model(self, model):
+        super().set_model(model)
+        self.callback.set_model(model)
 
 
 def add_weight_penalty(model, l1=0.0, l2=0.0):
@@ -541,39 +892,6 @@ def add_weight_penalty(model, l1=0.0, l2=0.0):
                 variable.regularizer = penalty
                 count += 1
     return count
-
-
-def classification_loss(label_smoothing=0.0):
-    """Cross-entropy on logits for integer labels, with optional smoothing."""
-    if label_smoothing:
-        return SparseCategoricalCrossentropyWithSmoothing(label_smoothing)
-    return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-
-
-@keras.saving.register_keras_serializable(package="kzoo")
-class SparseCategoricalCrossentropyWithSmoothing(keras.losses.Loss):
-    """Cross-entropy on logits for integer labels, with label smoothing.
-
-    Keras' sparse cross-entropy has no label smoothing; this one-hot encodes
-    the labels inside the loss so datasets keep integer labels.
-
-    Args:
-        label_smoothing: float. Mass spread over all classes. Defaults to 0.1.
-    """
-
-    def __init__(self, label_smoothing=0.1, name="sparse_smoothed_crossentropy", **kwargs):
-        super().__init__(name=name, **kwargs)
-        self.label_smoothing = label_smoothing
-
-    def call(self, y_true, y_pred):
-        num_classes = keras.ops.shape(y_pred)[-1]
-        y_true = keras.ops.one_hot(keras.ops.cast(y_true, "int32"), num_classes)
-        return keras.losses.categorical_crossentropy(
-            y_true, y_pred, from_logits=True, label_smoothing=self.label_smoothing
-        )
-
-    def get_config(self):
-        return {**super().get_config(), "label_smoothing": self.label_smoothing}
 
 
 def plot_history(history, path, title=""):
