@@ -535,7 +535,8 @@ def dropout(inputs, rate, noise_shape=None, seed=None):
 
     >>> import numpy as np
     >>> from kzoo.backend import fastpath
-    >>> y = fastpath.dropout(np.ones((2, 3), "float32"), 0.5, seed=keras.random.SeedGenerator(1))
+    >>> x = keras.ops.ones((2, 3))
+    >>> y = fastpath.dropout(x, 0.5, seed=keras.random.SeedGenerator(1))
     >>> set(np.asarray(keras.ops.convert_to_numpy(y)).ravel().tolist()) <= {0.0, 2.0}
     True
     """
