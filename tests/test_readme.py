@@ -35,3 +35,11 @@ def test_readme_model_table_matches_the_registry_and_measured_results():
         actual = got[name][:PARAMS] + got[name][PARAMS + 1:]
         assert actual == expected, f"{name}: regenerate the table with `{REGENERATE}`"
         assert got[name][PARAMS].replace(",", "").isdigit(), name
+
+
+def test_readme_weights_table_is_the_weights_table():
+    text = README.read_text()
+    section = text[text.index("## Published weights"):]
+    section = section[:section.index("\n## ", 1)]
+    assert kzoo.weights.weights_table_markdown() in section, (
+        "regenerate with print(kzoo.weights.weights_table_markdown())")

@@ -149,6 +149,8 @@ def calibrate_batch_norms(module, x, seed=0):
         x = inputs[0]
         axes = [0, *range(2, x.ndim)]
         mean, var = x.mean(axes), x.var(axes)
+        # Nearly constant channels would get huge gains that amplify round-off.
+        var = torch.maximum(var, 0.1 * var.mean())
         std = var.sqrt()
         m.running_mean.copy_(mean + 0.2 * std * torch.randn(std.shape, generator=g))
         m.running_var.copy_(var * (0.7 + 0.6 * torch.rand(std.shape, generator=g)))
