@@ -95,8 +95,9 @@ def reference(tmp_path_factory):
     folder = tmp_path_factory.mktemp("single")
     script = folder / "worker.py"
     script.write_text(WORKER)
-    launch([([sys.executable, str(script), str(folder), "none"], base_env())])
-    return script, load(folder)
+    out = folder / "run"  # a run folder of its own: the runner refuses one holding other files
+    launch([([sys.executable, str(script), str(out), "none"], base_env())])
+    return script, load(out)
 
 
 def assert_same_weights(folder, expected):

@@ -139,8 +139,10 @@ class EndTokenPooling(keras.layers.Layer):
     def call(self, inputs, token_ids):
         is_end = ops.cast(ops.equal(ops.cast(token_ids, "int32"), self.end_id), "int32")
         positions = ops.argmax(is_end, axis=1)  # the first end token (ties: first index)
-        picked = ops.take_along_axis(inputs, ops.reshape(positions, (-1, 1, 1)), axis=1)
-        return picked[:, 0]
+        # A one-hot weighted sum picks the same vector exactly (x * 1 + 0s) and, unlike a
+        # gather with a reshaped index, torch.export traces it with a dynamic batch.
+        select = ops.one_hot(positions, ops.shape(inputs)[1], dtype=inputs.dtype)  # (B, T)
+        return ops.einsum("bt,btd->bd", select, inputs)
 
     def compute_output_shape(self, inputs_shape, token_ids_shape):
         return (inputs_shape[0], inputs_shape[-1])

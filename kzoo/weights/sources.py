@@ -93,37 +93,10 @@ def _load_safetensors(path):
 
 
 def _load_torch(path):
-    try:
-        import torch
-    except ImportError:
-        raise WeightsError(
-            f"Received weights file {str(path)!r}, a torch pickle that needs torch to read, "
-            "which is not installed; convert it to .safetensors where torch is installed or "
-            "install torch."
-        ) from None
-    try:
-        state = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises many types for bad files
-        raise WeightsError(
-            f"Received weights file {str(path)!r}, which torch.load(weights_only=True) cannot "
-            f"read ({str(err).splitlines()[0]}); pass a state dict saved with torch.save."
-        ) from None
-    for key in ("state_dict", "model", "model_state_dict"):
-        if isinstance(state, dict) and isinstance(state.get(key), dict):
-            state = state[key]
-    if not isinstance(state, dict):
-        raise WeightsError(
-            f"Received weights file {str(path)!r} holding a {type(state).__name__}; expected a "
-            "state dict (names to tensors), so save model.state_dict()."
-        )
-    out = {}
-    for key, value in state.items():
-        if isinstance(value, torch.Tensor):
-            value = value.detach().cpu()
-            if value.dtype in (torch.bfloat16, torch.float16):
-                value = value.float()
-            out[key] = value.numpy()
-    return out
+    # Reading a torch pickle needs torch itself, so it lives with the backend code.
+    from kzoo.backend.torch_checkpoint import read_state_dict
+
+    return read_state_dict(path)
 
 
 def read_file(path):
