@@ -17,6 +17,7 @@ import numpy as np
 import kzoo
 from kzoo.data.sequences import forecast_errors, naive_baselines
 from kzoo.training import runner
+from kzoo.training.checkpoint import save_figure
 
 DATASETS = {"classify": "waveforms", "forecast": "seasonal"}
 
@@ -84,7 +85,7 @@ def plot_forecast(actual, predicted, path, steps=200):
     ax.set_ylabel("standardised value")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    save_figure(fig, path)
     plt.close(fig)
 
 

@@ -15,6 +15,7 @@ import numpy as np
 import kzoo
 from kzoo.data.dates import decode_target
 from kzoo.training import runner
+from kzoo.training.checkpoint import save_figure
 
 
 def main(argv=None):
@@ -80,7 +81,7 @@ def plot_attention(source_text, output_text, weights, path):
     ax.set_ylabel("generated character")
     ax.set_title(f"{source_text!r} -> {output_text!r}")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    save_figure(fig, path)
     plt.close(fig)
 
 

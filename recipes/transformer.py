@@ -25,6 +25,7 @@ import kzoo
 from kzoo.data.translation import decode, from_pairs
 from kzoo.models.generation import generate
 from kzoo.training import runner
+from kzoo.training.checkpoint import save_figure
 
 
 class SampleTranslations(keras.callbacks.Callback):
@@ -183,7 +184,7 @@ def plot_cross_attention(model, source_ids, vocabulary, start_id, end_id, max_le
     ax.set_ylabel("generated French token")
     ax.set_title("Transformer cross-attention (last decoder block, mean of heads)")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    save_figure(fig, path)
     plt.close(fig)
 
 

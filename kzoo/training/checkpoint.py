@@ -68,6 +68,16 @@ def atomic_write(path, write):
 before_rename = None
 
 
+def save_figure(figure, path, **kwargs):
+    """`figure.savefig(path, dpi=100, **kwargs)`, written atomically (see `atomic_write`).
+
+    A run killed while a plot is written leaves the previous plot or none, never a
+    truncated PNG.
+    """
+    kwargs.setdefault("dpi", 100)
+    atomic_write(path, lambda tmp: figure.savefig(tmp, **kwargs))
+
+
 def _fsync(path):
     fd = os.open(path, os.O_RDONLY)
     try:

@@ -32,6 +32,7 @@ import keras
 import numpy as np
 
 from kzoo.backend.autodiff import value_and_grad
+from kzoo.training.checkpoint import save_figure
 
 RELU_LIKE = ("relu", "relu6", "leaky_relu", "elu", "selu", "gelu", "silu", "swish")
 # Output ranges where each saturating activation's gradient is nearly zero.
@@ -353,7 +354,7 @@ def plot_gradient_norms(history, path, title="gradient norm per layer"):
     if len(history) <= 10:
         ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    save_figure(fig, path)
     plt.close(fig)
 
 
@@ -375,7 +376,7 @@ def plot_activation_stats(rows, path, title="activations"):
     for ax in (a1, a2):
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    save_figure(fig, path)
     plt.close(fig)
 
 
@@ -393,7 +394,7 @@ def plot_weight_stats(rows, path, title="weights"):
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    save_figure(fig, path)
     plt.close(fig)
 
 

@@ -17,6 +17,8 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from kzoo.training.checkpoint import atomic_write, save_figure
+
 
 class LRFinder(keras.callbacks.Callback):
     """Exponential learning-rate sweep that stops on divergence.
@@ -122,10 +124,11 @@ class LRFinder(keras.callbacks.Callback):
             self.model.set_weights(self._initial)
         if self.path is not None and self.lrs:
             self.plot(self.path)
-            self.path.with_suffix(".json").write_text(json.dumps({
+            text = json.dumps({
                 "suggestion": self.suggestion, "stopped_by": self.stopped_by,
                 "lrs": self.lrs, "losses": self.losses, "raw_losses": self.raw_losses,
-            }, indent=1) + "\n")
+            }, indent=1) + "\n"
+            atomic_write(self.path.with_suffix(".json"), lambda tmp: Path(tmp).write_text(text))
 
     def plot(self, path):
         """Write the loss-vs-learning-rate curve (log x axis) as a PNG."""
@@ -150,7 +153,7 @@ class LRFinder(keras.callbacks.Callback):
         ax.grid(alpha=0.3, which="both")
         ax.legend()
         fig.tight_layout()
-        fig.savefig(path, dpi=100)
+        save_figure(fig, path)
         plt.close(fig)
 
 

@@ -54,7 +54,7 @@ from kzoo.losses import (  # noqa: F401  (kept importable from here)
     classification_loss,
 )
 from kzoo.training import run_folder
-from kzoo.training.checkpoint import CrashSafeBackup
+from kzoo.training.checkpoint import CrashSafeBackup, save_figure
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "nadam", "lion")
 SCHEDULES = ("constant", "cosine", "warmup_cosine", "step", "exponential", "plateau")
@@ -704,7 +704,7 @@ class Run:
                 f"{len(report['rows'])} coordinates, {n} examples)\n"
                 + debugging.format_table(report["rows"]) + "\n"
             )
-            (folder / "gradient_check.txt").write_text(text)
+            run_folder.write_text(folder / "gradient_check.txt", text)
             print(text.splitlines()[0])
         if a.debug_gradients:
             cbs.append(debugging.GradientNormMonitor(bx, by, folder, verbose=not self.smoke))
@@ -915,7 +915,7 @@ def plot_history(history, path, title=""):
         ax.legend()
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    save_figure(fig, path)
     plt.close(fig)
 
 

@@ -14,6 +14,7 @@ import numpy as np
 
 import kzoo
 from kzoo.optimizers import Adam
+from kzoo.training.checkpoint import atomic_write
 
 
 def image_grid(images, ncols=None, pad=1, value_range=(0.0, 1.0)):
@@ -78,9 +79,9 @@ def save_image_grid(images, path, ncols=None, value_range=(0.0, 1.0), zoom=None)
     grid = np.repeat(np.repeat(grid, zoom, axis=0), zoom, axis=1)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     if grid.ndim == 2:
-        plt.imsave(path, grid, cmap="gray", vmin=0.0, vmax=1.0)
+        atomic_write(path, lambda tmp: plt.imsave(tmp, grid, cmap="gray", vmin=0.0, vmax=1.0))
     else:
-        plt.imsave(path, grid)
+        atomic_write(path, lambda tmp: plt.imsave(tmp, grid))
 
 
 class SampleGrid(keras.callbacks.Callback):

@@ -48,6 +48,7 @@ import numpy as np
 
 import kzoo
 from kzoo import optimizers
+from kzoo.training.checkpoint import save_figure
 
 try:
     import keras_tuner
@@ -882,7 +883,7 @@ def plot_search(rows, space, objective, path, direction="min", title=""):
         ax2.grid(alpha=0.3)
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    save_figure(fig, path)
     plt.close(fig)
     return name
 
