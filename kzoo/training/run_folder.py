@@ -215,11 +215,18 @@ def is_run_folder(folder):
     return any((folder / name).exists() for name in RUN_MARKERS)
 
 
+#: Subfolders of a distributed run's folder that its other workers write (`worker-1`, ...).
+WORKER_PREFIX = "worker-"
+
+
 def visible_entries(folder):
+    """The folder's entries but its lock and its workers' subfolders (each worker checks its own)."""
     folder = Path(folder)
     if not folder.is_dir():
         return []
-    return [p for p in folder.iterdir() if p.name != LOCK_FILE]
+    return [p for p in folder.iterdir() if p.name != LOCK_FILE
+            and not (p.name.startswith(WORKER_PREFIX) and p.name[len(WORKER_PREFIX):].isdigit()
+                     and p.is_dir())]
 
 
 def clear_folder(folder):

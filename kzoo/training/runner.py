@@ -275,12 +275,14 @@ class Run:
         self._models = []
         self._phases = []
         self._backups = []
-        # Refuse, changing nothing, before any data is loaded or file written.
-        self._check_folder()
         # Before anything else runs on the engine (TF fixes its devices then).
         self.distribution = _setup_distribution(args)
         if self.distribution is not None and not self.distribution.is_chief:
-            self.dir = self.dir / f"worker-{self.distribution.process_id}"
+            # A worker writes only its own subfolder, so it checks only that one: the
+            # chief may already be writing the run folder itself.
+            self.dir = self.dir / f"{run_folder.WORKER_PREFIX}{self.distribution.process_id}"
+        # Refuse, changing nothing, before any data is loaded or file written.
+        self._check_folder()
         self.train_size = None
         self.dataset = None
         self.history = None
