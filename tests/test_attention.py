@@ -17,6 +17,7 @@ import pytest
 from harness import compile_for, targets_for, tiny_inputs, tiny_model
 from torch_weights import load_torch_attention
 
+from kzoo.backend import fastpath
 from kzoo.layers.transformer import MultiHeadAttention
 
 D, HEADS = 16, 4
@@ -109,11 +110,19 @@ def test_fused_attention_under_mixed_bfloat16_stays_close_to_float32():
 
 def test_attention_dropout_in_training_runs_the_einsum_path_with_its_mask():
     """Keras' op takes no dropout: with it active, the weights are dropped as before."""
+    if fastpath.use("attention_dropout_fused"):
+        pytest.skip("torch's fused attention with dropout runs here (the test below)")
     x = _rand(2, 7, D, seed=1)
     layer = _layer(x, dropout=0.5)
     calls = []
     fused = layer._fused_attention
-    layer._fused_attention = lambda *a: calls.append(1) or fused(*a)
+
+    def spy(*args, **kwargs):
+        if not kwargs.get("dropout"):
+            calls.append(1)
+        return fused(*args, **kwargs)
+
+    layer._fused_attention = spy
     try:
         trained = _np(layer(x, training=True))
         assert calls == []
@@ -124,6 +133,79 @@ def test_attention_dropout_in_training_runs_the_einsum_path_with_its_mask():
     assert not np.allclose(trained, inference)  # the dropout acted
     np.testing.assert_allclose(inference, _np(layer(x, return_attention_scores=True)[0]),
                                rtol=1e-5, atol=1e-5)
+
+
+def _dropout_draws(layer, x, draws, **kwargs):
+    return np.stack([_np(layer(x, training=True, **kwargs)) for _ in range(draws)])
+
+
+@pytest.mark.parametrize("mask", ["padding", "causal"])
+def test_fused_attention_dropout_on_torch_drops_the_weights_like_the_written_out_path(
+        mask, monkeypatch):
+    """Torch's fused kernel drops attention weights at the layer's rate, unbiased.
+
+    Each output entry is a sum of dropped weights times values, so its mean
+    over draws is the output without dropout and its spread across draws is
+    set by the rate: both must match the written-out path (Keras' dropout on
+    the weights). A kernel given the wrong rate (0.25 for 0.5) fails.
+    """
+    if not fastpath.use("attention_dropout_fused"):
+        pytest.skip("the fused attention with dropout runs only on torch with fast paths on")
+    import torch.nn.functional as F
+
+    x = _rand(2, 7, D, seed=1)
+    layer = _layer(x, dropout=0.5)
+    kwargs = MASKS[mask]()
+    rates = []
+    sdpa = F.scaled_dot_product_attention
+
+    def spy(*args, **k):
+        rates.append(k.get("dropout_p"))
+        return sdpa(*args, **k)
+
+    monkeypatch.setattr(F, "scaled_dot_product_attention", spy)
+    keras.utils.set_random_seed(3)
+    fused = _dropout_draws(layer, x, 400, **kwargs)
+    assert rates and set(rates) == {0.5}  # the fused kernel ran, at the layer's rate
+    keras.utils.set_random_seed(3)
+    np.testing.assert_array_equal(_dropout_draws(layer, x, 2, **kwargs), fused[:2])  # seeded
+    monkeypatch.setattr(F, "scaled_dot_product_attention", sdpa)
+    exact = _np(layer(x, training=False, **kwargs))
+
+    monkeypatch.setenv("KZOO_FASTPATH", "0")
+    written = _dropout_draws(layer, x, 400, **kwargs)
+    monkeypatch.setenv("KZOO_FASTPATH", "1")
+
+    def spread(draws):
+        return np.median(draws.std(axis=0))
+
+    scale = np.abs(exact).max()
+    for draws in (fused, written):
+        np.testing.assert_allclose(draws.mean(axis=0), exact, atol=0.15 * scale)
+    assert abs(spread(fused) / spread(written) - 1) < 0.12, (spread(fused), spread(written))
+
+    # The wrong rate: the same kernel at 0.25 for the layer's 0.5 spreads less.
+    monkeypatch.setattr(F, "scaled_dot_product_attention",
+                        lambda *args, **k: sdpa(*args, **{**k, "dropout_p": 0.25}))
+    wrong = _dropout_draws(layer, x, 400, **kwargs)
+    assert abs(spread(wrong) / spread(written) - 1) > 0.25
+
+
+def test_fused_attention_dropout_trains_a_transformer_lm_step():
+    """Gradients flow through torch's fused attention with dropout."""
+    if not fastpath.use("attention_dropout_fused"):
+        pytest.skip("the fused attention with dropout runs only on torch with fast paths on")
+    keras.utils.set_random_seed(0)
+    model = tiny_model("transformer_lm", dropout=0.3)
+    compile_for("transformer_lm", model)
+    x = tiny_inputs("transformer_lm", model, batch=4)
+    y = targets_for("transformer_lm", model(x, training=False), seed=2)
+    before = [_np(w) for w in model.trainable_weights]
+    loss = model.train_on_batch(x, y)
+    loss = loss[0] if isinstance(loss, (list, tuple)) else loss
+    assert np.isfinite(loss)
+    moved = [not np.allclose(b, _np(w)) for b, w in zip(before, model.trainable_weights)]
+    assert all(moved), [w.path for w, m in zip(model.trainable_weights, moved) if not m]
 
 
 def test_a_wrong_mask_is_caught():

@@ -65,6 +65,10 @@ KERNELS = {
                                "GroupNormalization.call", f"{_B} ddpm"),
     "adam_inplace": Kernel("torch", ("cpu",), "float32 weights", "Adam.update_step",
                            "KERAS_BACKEND=torch python -m benchmarks.optimizer_step"),
+    "attention_dropout_fused": Kernel("torch", ("cpu", "gpu"),
+                                      "attention dropout in training, no scores requested",
+                                      "einsum attention + Dropout on its weights",
+                                      f"{_B} transformer"),
     "rnn_fused": Kernel("torch", ("cpu", "gpu"), "tanh/sigmoid LSTM, GRU reset_after, no mask",
                         "LSTM/GRU inner loop", f"{_B} lstm_classifier gru_classifier"),
 }
@@ -507,6 +511,41 @@ def _jax_conv_transpose2d(inputs, kernel, strides, pads):
                         for r in range(sh)], axis=2)  # (B, rows, sh, cols, sw, C)
     outputs = phases.reshape(batch, rows_per_phase * sh, cols_per_phase * sw, channels)
     return outputs[:, :out_h, :out_w]
+
+
+# === Attention ===
+def attention_with_dropout(q, keys, values, mask, scale, rate, is_causal=False):
+    """Attention whose weights are dropped at `rate`, in one fused call; None where it doesn't run.
+
+    `KERNELS["attention_dropout_fused"]`: `keras.ops.dot_product_attention`
+    has no dropout, so attention with dropout is otherwise written out (the
+    scores, their softmax and a dropout mask, each a full `(B, H, Tq, Tk)`
+    tensor). On torch, `F.scaled_dot_product_attention(dropout_p=rate)`
+    computes it in one kernel. Its mask comes from torch's own generator
+    (seeded by `keras.utils.set_random_seed`), not from the layer's
+    `SeedGenerator`, so runs repeat but the mask differs from the written-out
+    path's. Elsewhere, or with `KZOO_FASTPATH=0`, this returns None and the
+    caller writes attention out. Benchmark: `python -m benchmarks --cases
+    transformer`.
+
+    Args:
+        q, keys, values: `(batch, length, heads, head_dim)` tensors.
+        mask: boolean tensor broadcastable to `(batch, heads, Tq, Tk)`, True
+            where a query may attend, or None.
+        scale: float, the factor of the scores.
+        rate: float in (0, 1), the dropout rate on the attention weights.
+        is_causal: bool, a causal mask over equal query and key lengths
+            (then `mask` must be None).
+    """
+    if not (0 < rate < 1 and use("attention_dropout_fused", q)):
+        return None
+    import torch.nn.functional as F
+
+    out = F.scaled_dot_product_attention(
+        q.transpose(1, 2), keys.transpose(1, 2), values.transpose(1, 2),
+        attn_mask=mask, dropout_p=rate, is_causal=is_causal, scale=scale,
+    )
+    return out.transpose(1, 2)
 
 
 # === Dropout ===

@@ -65,7 +65,9 @@ class MultiHeadAttention(keras.layers.Layer):
     written-out path (two einsums and a float32 softmax) runs when the
     weights are requested (`return_attention_scores=True`, for heat maps) or
     when attention dropout is active (`dropout > 0` and `training=True`),
-    where dropout is applied to the weights as before.
+    where dropout is applied to the weights as before; on torch, attention
+    dropout runs fused too (`kzoo.backend.fastpath.attention_with_dropout`,
+    masks from torch's generator; `KZOO_FASTPATH=0` writes it out).
     `tests/test_attention.py` checks that both agree, and agree with
     `torch.nn.MultiheadAttention`.
 
@@ -193,7 +195,13 @@ class MultiHeadAttention(keras.layers.Layer):
                 cache = ops.stack([keys, values], axis=1)
 
         causal = use_causal_mask or (cache is not None and cache_index is not None)
-        if return_attention_scores or (training and self.dropout > 0):
+        fused_dropout = None
+        if training and self.dropout > 0 and not return_attention_scores:
+            fused_dropout = self._fused_attention(q, keys, values, attention_mask, causal,
+                                                  cache, cache_index, dropout=self.dropout)
+        if fused_dropout is not None:
+            out, weights = fused_dropout, None
+        elif return_attention_scores or (training and self.dropout > 0):
             mask = self._mask(q, keys, attention_mask, causal, cache_index)
             out, weights = self._einsum_attention(q, keys, values, mask, training)
         else:
@@ -231,15 +239,22 @@ class MultiHeadAttention(keras.layers.Layer):
         dropped = self.dropout_layer(weights, training=training)
         return ops.einsum("bhqk,bkhd->bqhd", dropped, values), weights
 
-    def _fused_attention(self, q, keys, values, attention_mask, causal, cache, cache_index):
+    def _fused_attention(self, q, keys, values, attention_mask, causal, cache, cache_index,
+                         dropout=0.0):
         """`keras.ops.dot_product_attention`; causal as the backend's own flag
-        where the queries are the keys (no cache, no other mask)."""
+        where the queries are the keys (no cache, no other mask). With
+        `dropout`, the backend's fused attention with dropout
+        (`fastpath.attention_with_dropout`), or None where there is none."""
         scale = 1.0 / math.sqrt(self.head_dim)
         length_q, length_k = q.shape[1], keys.shape[1]
-        if (causal and attention_mask is None and cache is None and length_q is not None
-                and length_q == length_k):
+        flag = (causal and attention_mask is None and cache is None and length_q is not None
+                and length_q == length_k)
+        mask = None if flag else self._mask(q, keys, attention_mask, causal, cache_index)
+        if dropout:
+            return fastpath.attention_with_dropout(q, keys, values, mask, scale, dropout,
+                                                   is_causal=flag)
+        if flag:
             return ops.dot_product_attention(q, keys, values, scale=scale, is_causal=True)
-        mask = self._mask(q, keys, attention_mask, causal, cache_index)
         return ops.dot_product_attention(q, keys, values, mask=mask, scale=scale)
 
     def get_config(self):
