@@ -79,8 +79,9 @@ def launch(commands, timeout=TIMEOUT):
         for p in procs:
             p.kill()
         pytest.fail(f"distributed run did not finish in {timeout} s")
-    for p, out in zip(procs, outputs):
-        assert p.returncode == 0, out[-4000:]
+    failed = [f"process {i} exited {p.returncode}:\n{out[-3000:]}"
+              for i, (p, out) in enumerate(zip(procs, outputs)) if p.returncode != 0]
+    assert not failed, "\n\n".join(failed)
     return outputs
 
 
