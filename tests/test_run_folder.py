@@ -401,3 +401,18 @@ def test_two_concurrent_writers_one_is_refused(tmp_path):
     assert history_epochs(folder) == [0, 1]
     with open(folder / "history.csv") as f:
         assert f.read().count("epoch,") == 1
+
+
+def test_stale_temporaries_are_removed_but_not_in_other_workers_subfolders(tmp_path):
+    """The chief cleans its folder while its workers write theirs (a TF two-worker run
+    lost its second worker when the chief deleted that worker's half-written run.json)."""
+    stale = [tmp_path / ".tmp-1-run.json", tmp_path / "backup" / ".tmp-2-epoch.weights.h5"]
+    live = [tmp_path / "worker-1" / ".tmp-3-run.json", tmp_path / "worker-12" / "x" / ".tmp-4"]
+    for path in stale + live:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("partial")
+    run_folder.remove_stale_temporaries(tmp_path)
+    assert [p.exists() for p in stale] == [False, False]
+    assert [p.exists() for p in live] == [True, True]
+    run_folder.remove_stale_temporaries(tmp_path / "worker-1")  # each worker cleans its own
+    assert not live[0].exists()

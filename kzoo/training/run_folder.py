@@ -69,13 +69,19 @@ def save_model(model, path):
 
 
 def remove_stale_temporaries(folder):
-    """Delete `.tmp-*` files a killed writer left in `folder` and below it."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        return
-    for tmp in folder.rglob(".tmp-*"):
-        with contextlib.suppress(OSError):
-            tmp.unlink()
+    """Delete `.tmp-*` files a killed writer left in `folder` and below it.
+
+    The subfolders of a distributed run's other workers (`worker-1`, ...) are
+    passed over: those workers write them at the same time, under locks of
+    their own, and each cleans its own.
+    """
+    for entry in visible_entries(folder):
+        found = [entry] if entry.name.startswith(".tmp-") else []
+        if entry.is_dir() and not entry.is_symlink():
+            found = entry.rglob(".tmp-*")
+        for tmp in found:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
 
 
 # === One writer at a time ===
