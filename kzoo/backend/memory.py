@@ -9,12 +9,18 @@ figures in `benchmarks/README.md`). With one arena, no `mmap` for large
 chunks and no trimming, freed memory stays in the heap and the next step
 reuses it.
 
+PyTorch on CPU does the same: oneDNN's convolutions and the other large ops
+take their outputs from `malloc`, so a convolution network's step faults in
+every activation anew (the measurement: kzoo's simple_cnn inference on torch
+with and without it, `benchmarks/results/accelerators/`).
+
 The cost: the process keeps its peak heap (it does not shrink after a large
-step), and threads share one arena lock. It was measured only for JAX on CPU,
-so `retain_freed_memory` applies only there: on other backends, on JAX with
-an accelerator, and with the environment variable `KZOO_RETAIN_MEMORY=0` it
-does nothing. kzoo's recipes, its `predict` command and the benchmark harness
-call it at start-up.
+step), and threads share one arena lock. It was measured for JAX and PyTorch
+on CPU, so `retain_freed_memory` applies only there: on TensorFlow, on JAX or
+PyTorch with an accelerator, and with the environment variable
+`KZOO_RETAIN_MEMORY=0` it does nothing. kzoo's recipes, its `predict` command
+and the benchmark harness (native PyTorch workers included) call it at
+start-up.
 """
 
 import ctypes
@@ -54,12 +60,28 @@ def _jax_on_cpu():
     return not any(importlib.util.find_spec(p) for p in _JAX_ACCELERATOR_PLUGINS)
 
 
+def _nvidia_or_amd_gpu():
+    """Whether the machine has an NVIDIA or AMD GPU driver loaded, judged without starting torch."""
+    return os.path.exists("/proc/driver/nvidia/version") or os.path.exists("/dev/kfd")
+
+
+def _torch_on_cpu():
+    """Whether this process runs PyTorch on its CPU: the torch backend, and no GPU driver
+    (or `CUDA_VISIBLE_DEVICES` hides every GPU). Judged without importing torch."""
+    if keras.config.backend() != "torch":
+        return False
+    if os.environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1"):
+        return True
+    return not _nvidia_or_amd_gpu()
+
+
 def retain_freed_memory():
-    """Make glibc keep freed memory for reuse (one arena, no `mmap`, no trimming), on JAX's CPU.
+    """Make glibc keep freed memory for reuse (one arena, no `mmap`, no trimming), on JAX's or
+    PyTorch's CPU.
 
     Call it early, before the backend starts its threads: threads keep the
     arena they first allocated in. It does nothing (and returns False)
-    unless Keras runs on JAX on the CPU, on Linux with glibc, and
+    unless Keras runs on JAX or PyTorch on the CPU, on Linux with glibc, and
     `KZOO_RETAIN_MEMORY` is not `"0"`.
 
     Returns:
@@ -74,7 +96,8 @@ def retain_freed_memory():
     global _applied
     if _applied:
         return True
-    if os.environ.get("KZOO_RETAIN_MEMORY", "1").strip() == "0" or not _jax_on_cpu():
+    if os.environ.get("KZOO_RETAIN_MEMORY", "1").strip() == "0" or not (
+            _jax_on_cpu() or _torch_on_cpu()):
         return False
     if not sys.platform.startswith("linux"):
         return False
