@@ -9,6 +9,8 @@ layer, take the features without the head, and swap the head.
 
 import keras
 
+from kzoo import validation
+from kzoo.layers import fast
 from kzoo.optimizers import Adam
 
 
@@ -105,6 +107,36 @@ def check_metadata(value):
             f"Received metadata that JSON cannot hold ({err}); expected strings, numbers, "
             "lists and dicts only, so convert arrays with .tolist() first."
         ) from None
+
+
+# === Pieces every family shares ===
+def head(x, *, num_classes=None, num_outputs=None, dropout=0.0, name="head"):
+    """Attach a classification (logits) or regression head to `x`.
+
+    Exactly one of `num_classes` and `num_outputs` must be given. The head
+    computes in float32 under mixed precision so that logits and losses stay
+    accurate.
+    """
+    validation.exactly_one([("num_classes", num_classes), ("num_outputs", num_outputs)])
+    units = validation.positive_int(
+        "num_classes" if num_classes is not None else "num_outputs",
+        num_classes if num_classes is not None else num_outputs,
+    )
+    if dropout:
+        x = fast.Dropout(dropout, name=f"{name}_dropout")(x)
+    return keras.layers.Dense(units, dtype="float32", name=name)(x)
+
+
+def image_or_signal_shape(input_shape):
+    """Validate `(length, channels)` or `(height, width, channels)`."""
+    input_shape = validation.shape("input_shape", input_shape, ranks=(2, 3))
+    if input_shape[-1] is None:
+        raise ValueError(
+            f"Received input_shape={input_shape}; expected a known number of channels "
+            "last, such as input_shape=(32, 32, 3) or (40, 1)."
+        )
+    return input_shape
+
 
 
 class ZooModel(ModelConfig, keras.Model):

@@ -18,7 +18,7 @@ from kzoo.layers.transformer import (
     TransformerEncoderBlock,
 )
 from kzoo.models.base import ZooModel
-from kzoo.models.mlp import head as classification_head
+from kzoo.models.base import head as classification_head
 from kzoo.registry import register_variant
 
 HEADS = ("classification", "masked_lm")

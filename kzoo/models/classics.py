@@ -19,8 +19,7 @@ from kzoo.layers.inception import (
     LocalResponseNormalization,
     inception_module,
 )
-from kzoo.models.base import ZooModel
-from kzoo.models.mlp import head
+from kzoo.models.base import ZooModel, head
 from kzoo.registry import register_variant
 
 RECIPE = "recipes/classics.py"

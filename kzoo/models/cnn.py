@@ -4,8 +4,7 @@ import keras
 
 from kzoo import validation
 from kzoo.layers.conv import conv_bn_act, global_pool, pool
-from kzoo.models.base import ZooModel
-from kzoo.models.mlp import head
+from kzoo.models.base import ZooModel, head, image_or_signal_shape
 from kzoo.registry import register_model
 
 
@@ -18,17 +17,6 @@ def odd_kernel_size(name, value):
             f"is symmetric, such as {name}={value + 1}."
         )
     return value
-
-
-def image_or_signal_shape(input_shape):
-    """Validate `(length, channels)` or `(height, width, channels)`."""
-    input_shape = validation.shape("input_shape", input_shape, ranks=(2, 3))
-    if input_shape[-1] is None:
-        raise ValueError(
-            f"Received input_shape={input_shape}; expected a known number of channels "
-            "last, such as input_shape=(32, 32, 3) or (40, 1)."
-        )
-    return input_shape
 
 
 @keras.saving.register_keras_serializable(package="kzoo")

@@ -4,27 +4,10 @@ import keras
 
 from kzoo import validation
 from kzoo.layers import fast
-from kzoo.models.base import ZooModel
+from kzoo.models.base import ZooModel, head
 from kzoo.registry import register_model
 
 ACTIVATIONS = ("relu", "gelu", "silu", "tanh", "sigmoid", "elu", "leaky_relu")
-
-
-def head(x, *, num_classes=None, num_outputs=None, dropout=0.0, name="head"):
-    """Attach a classification (logits) or regression head to `x`.
-
-    Exactly one of `num_classes` and `num_outputs` must be given. The head
-    computes in float32 under mixed precision so that logits and losses stay
-    accurate.
-    """
-    validation.exactly_one([("num_classes", num_classes), ("num_outputs", num_outputs)])
-    units = validation.positive_int(
-        "num_classes" if num_classes is not None else "num_outputs",
-        num_classes if num_classes is not None else num_outputs,
-    )
-    if dropout:
-        x = fast.Dropout(dropout, name=f"{name}_dropout")(x)
-    return keras.layers.Dense(units, dtype="float32", name=name)(x)
 
 
 @keras.saving.register_keras_serializable(package="kzoo")

@@ -18,9 +18,7 @@ from kzoo.layers.conv import (
     pool,
     zero_pad,
 )
-from kzoo.models.base import ZooModel
-from kzoo.models.cnn import image_or_signal_shape
-from kzoo.models.mlp import head
+from kzoo.models.base import ZooModel, head, image_or_signal_shape
 from kzoo.registry import register_variant
 
 BLOCKS = {"basic": (basic_block, 1), "bottleneck": (bottleneck_block, 4)}  # (fn, expansion)

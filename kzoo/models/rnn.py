@@ -19,8 +19,7 @@ import keras
 from kzoo import validation
 from kzoo.layers import fast
 from kzoo.layers.recurrent import GRU, LSTM, SequencePooling
-from kzoo.models.base import ZooModel
-from kzoo.models.mlp import head
+from kzoo.models.base import ZooModel, head
 from kzoo.registry import register_variant
 
 CELLS = {"lstm": LSTM, "gru": GRU}

@@ -11,8 +11,7 @@ from kzoo.layers.transformer import (
     SequencePooling,
     TransformerEncoderBlock,
 )
-from kzoo.models.base import ZooModel
-from kzoo.models.mlp import head
+from kzoo.models.base import ZooModel, head
 from kzoo.registry import register_variant
 
 POOLINGS = ("token", "mean")
