@@ -28,16 +28,11 @@ def _list(args):
             params = count_parameters(name)
         rows.append((name, entry.family, entry.task, params, entry.summary, entry.recipe))
     if args.markdown:
-        from kzoo import measured
-
-        print("| model | family | task | parameters (defaults) | recipe | measured (default run) "
-              "| description |")
-        print("| --- | --- | --- | ---: | --- | --- | --- |")
+        print("| model | family | task | parameters (defaults) | recipe | description |")
+        print("| --- | --- | --- | ---: | --- | --- |")
         for name, family, task, params, summary, recipe in rows:
             recipe = f"`{recipe}`" if recipe else "-"
-            result = measured.describe(name) or "-"
-            print(f"| `{name}` | {family} | {task} | {_cell(params)} | {recipe} | {result} "
-                  f"| {summary} |")
+            print(f"| `{name}` | {family} | {task} | {_cell(params)} | {recipe} | {summary} |")
         return 0
     header = ("model", "family", "task", "parameters", "description")
     widths = [max(len(header[i]), *(len(_cell(r[i])) for r in rows)) for i in range(4)]
@@ -276,7 +271,7 @@ def main(argv=None):
                    help="rebuild every model and rewrite kzoo's table of parameter counts "
                         "(for kzoo's developers)")
     p.add_argument("--markdown", action="store_true",
-                   help="print a Markdown table (the README's model table)")
+                   help="print a Markdown table")
     p.set_defaults(func=_list)
 
     p = sub.add_parser("export", help="export a trained model (ONNX, TF SavedModel, .keras)",
