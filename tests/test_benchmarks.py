@@ -137,3 +137,28 @@ def test_gpu_mode_rejects_a_bad_batch_flag_in_one_line():
     )
     assert proc.returncode == 2
     assert len(proc.stderr.strip().splitlines()) == 1 and "vit_b16=zero" in proc.stderr
+
+
+def test_compare_calls_a_loss_a_regression_only_beyond_the_run_to_run_noise(tmp_path):
+    from benchmarks import compare
+
+    def run(name, mlp, cnn):
+        cases = {case: {"contenders": {
+            "torch_eager": {"train": {"vs_torch_eager": 1.0}},
+            "kzoo_jax": {"train": {"vs_torch_eager": ratio}, "infer": {"error": "failed"}}}}
+            for case, ratio in (("mlp", mlp), ("cnn", cnn))}
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps({"cases": cases}))
+        return path
+
+    before = [run("b1", 1.00, 1.00), run("b2", 1.10, 1.02)]  # 10% and 2% noise
+    after = [run("a1", 0.95, 0.80), run("a2", 1.00, 0.82)]
+    rows = {(r[0], r[1], r[2]): r for r in compare.compare(
+        [compare.ratios(p) for p in before], [compare.ratios(p) for p in after])}
+    assert set(rows) == {("mlp", "kzoo_jax", "train"), ("cnn", "kzoo_jax", "train")}
+    assert rows[("mlp", "kzoo_jax", "train")][-1] == "within noise"  # -7% inside 10%
+    assert rows[("cnn", "kzoo_jax", "train")][-1] == "slower, beyond noise"  # -20% beyond 2.5%
+    out = tmp_path / "table.md"
+    assert compare.main(["--before", *map(str, before), "--after", *map(str, after),
+                         "--out", str(out)]) == 0
+    assert "| cnn | kzoo_jax | train | 1.01x | 0.81x | -20% |" in out.read_text()
