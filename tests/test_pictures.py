@@ -96,6 +96,12 @@ def test_a_figure_without_its_title_or_labels_fails_the_check():
         assert_readable(fig, "mlp on digits")
 
 
+def test_a_gan_curve_shows_both_players_losses_by_name():
+    fig = plots.learning_curve_figure({"loss": [3.0, 2.5], "d_loss": [1.0, 1.1],
+                                       "g_loss": [2.0, 1.4], "real_score": [0.1, 0.2]})
+    assert [ax.get_ylabel() for ax in fig.axes] == ["discriminator loss", "generator loss"]
+
+
 def test_a_history_without_losses_is_refused_in_one_sentence():
     with pytest.raises(ValueError, match="expected at least one loss"):
         plots.learning_curve_figure({"learning_rate": [1e-3]})
@@ -118,7 +124,10 @@ def test_attention_map_has_a_colour_bar_token_ticks_and_labels(tmp_path):
     assert [t.get_text() for t in heat.get_xticklabels()] == ["a", "b", "c", "d"]
     assert [t.get_text() for t in heat.get_yticklabels()] == ["x", "y", "z"]
     assert bar.get_ylabel().startswith("attention weight")
-    assert heat.images[0].get_clim() == pytest.approx((0.0, weights.max()))
+    assert heat.images[0].get_clim() == pytest.approx((0.0, max(weights.max(), 0.5)))
+    # Evenly spread attention sits mid-scale, not at the top of it.
+    even = plots.attention_figure(np.full((3, 4), 0.25)).axes[0].images[0]
+    assert even.get_clim() == pytest.approx((0.0, 0.5))
     assert_readable(fig, "decoder attention")
 
 

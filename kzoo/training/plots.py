@@ -67,12 +67,26 @@ def _padded_range(values, include_zero=False):
     return low - 0.08 * span, high + (0.4 if include_zero else 0.08) * span
 
 
+#: Axis names for history keys whose abbreviation a reader may not know.
+QUANTITY_NAMES = {
+    "d_loss": "discriminator loss",
+    "g_loss": "generator loss",
+    "mae": "mean absolute error",
+    "mse": "mean squared error",
+    "noise_mse": "noise MSE",
+    "kl_loss": "KL divergence",
+}
+
+
 def _label(key):
-    return key.replace("_", " ")
+    return QUANTITY_NAMES.get(key, key.replace("_", " "))
 
 
 def _curve_keys(history):
     keys = [k for k in history if not k.startswith("val_") and k not in LEARNING_RATE_KEYS]
+    if "d_loss" in keys and "g_loss" in keys:
+        # A GAN's `loss` is their sum; the two players' losses say more.
+        return ["d_loss", "g_loss"]
     if "loss" in keys:
         return ["loss"] + [k for k in keys if k != "loss"][:1]
     return keys[:2]
@@ -261,9 +275,12 @@ def attention_figure(weights, key_tokens=None, query_tokens=None, title="attenti
         )
     rows, cols = weights.shape
     fig, ax = plt.subplots(figsize=(min(16, 0.4 * cols + 3.2), min(12, 0.35 * rows + 2.0)))
+    # The scale reaches at least twice the uniform weight 1/keys, so attention
+    # spread evenly shows mid-scale instead of looking like a peak everywhere.
     top = float(np.nanmax(weights)) if weights.size else 1.0
-    image = ax.imshow(weights, cmap="viridis", aspect="auto", vmin=0.0,
-                      vmax=top if top > 0 else 1.0, interpolation="nearest")
+    top = max(top, 2.0 / max(cols, 1))
+    image = ax.imshow(weights, cmap="viridis", aspect="auto", vmin=0.0, vmax=top,
+                      interpolation="nearest")
     bar = fig.colorbar(image, ax=ax, fraction=0.05, pad=0.03)
     bar.set_label(colorbar_label)
     if key_tokens is not None:

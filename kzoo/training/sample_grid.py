@@ -62,7 +62,8 @@ def image_grid_figure(images, title="", caption=None, ncols=None, value_range=(0
         ncols: int or None. Images per row; None makes the grid square.
         value_range: tuple. `(low, high)` of the pixel values.
         zoom: int or None. Pixel repetition so small images stay visible;
-            None picks about 32 pixels per image (at least 2).
+            None picks about 32 pixels per image (at least 2) and a grid at
+            least 200 pixels across.
 
     Returns:
         A `matplotlib.figure.Figure` with one axes (no ticks: the tiles are
@@ -81,12 +82,19 @@ def image_grid_figure(images, title="", caption=None, ncols=None, value_range=(0
     import matplotlib.pyplot as plt
 
     grid = image_grid(images, ncols=ncols, value_range=value_range)
-    zoom = zoom or max(2, 32 // np.shape(images)[1])
+    if zoom is None:
+        # About 32 pixels per image, and a grid of a few images still 200 wide.
+        zoom = max(2, 32 // np.shape(images)[1], -(-200 // max(grid.shape[:2])))
     height, width = grid.shape[0] * zoom, grid.shape[1] * zoom
+    n = len(images)
+    caption = caption if caption is not None else f"{n} image{'s' if n != 1 else ''}"
     # Sized so each grid pixel maps to whole screen pixels at dpi 100, with room
-    # for the title above and the caption below.
-    dpi, above, below, side = 100, 45, 30, 10
-    fig_w, fig_h = max(width + 2 * side, 420), height + above + below
+    # for the title's lines above and the caption below (about 7 pixels a
+    # character at these font sizes).
+    dpi, lines = 100, str(title).split("\n") if title else []
+    above, below = 12 + 17 * len(lines), 28
+    text = max([len(line) for line in lines] + [len(caption)])
+    fig_w, fig_h = max(width + 20, 7 * text + 20, 300), height + above + below
     fig = plt.figure(figsize=(fig_w / dpi, fig_h / dpi), dpi=dpi)
     ax = fig.add_axes([(fig_w - width) / 2 / fig_w, below / fig_h, width / fig_w,
                        height / fig_h])
@@ -95,10 +103,8 @@ def image_grid_figure(images, title="", caption=None, ncols=None, value_range=(0
               interpolation="nearest", aspect="equal")
     ax.set_xticks([])
     ax.set_yticks([])
-    n = len(images)
-    ax.set_xlabel(caption if caption is not None else f"{n} image{'s' if n != 1 else ''}",
-                  fontsize=9)
-    ax.set_title(title, fontsize=10, wrap=True)
+    ax.set_xlabel(caption, fontsize=9)
+    ax.set_title(title, fontsize=10)
     return fig
 
 
@@ -192,7 +198,8 @@ class SampleGrid(keras.callbacks.Callback):
         path = self.directory / f"samples_epoch_{done:03d}.png"
         what = self.title or f"{self.model.name} samples"
         of = f" of {self._epochs}" if self._epochs else ""
-        caption = f"{self.n} samples, seed {self.seed} (the same every epoch)"
+        caption = ", ".join([f"{self.n} samples, seed {self.seed} (the same every epoch)"]
+                            + [f"{k} {v}" for k, v in self.generate_kwargs.items()])
         save_image_grid(images, path, value_range=self.value_range,
                         title=f"{what}\nafter epoch {done}{of}", caption=caption)
         self.written.append(path)
