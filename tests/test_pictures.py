@@ -216,3 +216,14 @@ def test_mlp_smoke_run_writes_a_titled_learning_curve_with_the_recorded_rate(
     drawn = fig.axes[-1].patches[0].get_height()
     assert float(rows[-1]["learning_rate"]) == pytest.approx(drawn)
     assert drawn == pytest.approx(0.002)
+
+
+def test_rnn_recipe_forecast_plot_names_the_run_and_its_axes(tmp_path):
+    plot = runpy.run_path(str(ROOT / "recipes" / "rnn.py"))["plot_forecast"]
+    fig = plot(np.zeros(30), np.ones(30), tmp_path / "forecast.png",
+               title="rnn-forecast recipe: lstm_regressor on sine (jax backend)")
+    assert (tmp_path / "forecast.png").stat().st_size > 0
+    (ax,) = fig.axes
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("test step", "standardised value")
+    assert "first 30 test steps" in ax.get_title()
+    assert_readable(fig, "rnn-forecast recipe: lstm_regressor on sine")
