@@ -118,7 +118,8 @@ def save_image_grid(images, path, ncols=None, value_range=(0.0, 1.0), zoom=None,
         ncols: int or None. Images per row; None makes the grid square.
         value_range: tuple. `(low, high)` of the pixel values.
         zoom: int or None. Pixel repetition so small images stay visible;
-            None picks about 32 pixels per image (at least 2).
+            None picks about 32 pixels per image (at least 2) and a grid at
+            least 200 pixels across.
         title: str. The grid's title.
         caption: str or None. Written under the grid.
 
