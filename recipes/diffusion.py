@@ -46,7 +46,8 @@ def main(argv=None):
 
     ddim = {"sampler": "ddim", "steps": 2 if run.smoke else args.ddim_steps}
     grids = sample_grid.SampleGrid(run.dir, every=args.samples_every, value_range=value_range,
-                                   generate_kwargs=ddim)
+                                   generate_kwargs=ddim,
+                                   title=run.figure_title(model))
     run.fit(model, data.x_train, validation_data=(data.x_val, None), callbacks=[grids])
     test = model.evaluate(data.x_test, verbose=0, return_dict=True)
     metrics = {"test_noise_mse": round(float(test["noise_mse"]), 4)}
@@ -58,8 +59,10 @@ def main(argv=None):
     if n_ddpm:
         ddpm = {"sampler": "ddpm"}
         samples = model.generate(n_ddpm, seed=1, **ddpm)
-        sample_grid.save_image_grid(samples[:64], run.dir / "samples_ddpm.png",
-                                    value_range=value_range)
+        sample_grid.save_image_grid(
+            samples[:64], run.dir / "samples_ddpm.png", value_range=value_range,
+            title=f"{run.figure_title(model)}\nafter training, {args.timesteps} DDPM steps",
+            caption=f"{min(n_ddpm, 64)} samples, seed 1, sampler ddpm")
         metrics.update(sample_grid.judge_samples(
             model, data, n=n_ddpm, judge_epochs=1 if run.smoke else 30, generate_kwargs=ddpm,
             prefix="ddpm",

@@ -38,7 +38,8 @@ def main(argv=None):
             optimizer.beta_1 = args.beta_1
     model.compile(d_optimizer=d_optimizer, g_optimizer=g_optimizer, jit_compile=run.jit_compile)
 
-    grids = sample_grid.SampleGrid(run.dir, every=args.samples_every, value_range=value_range)
+    grids = sample_grid.SampleGrid(run.dir, every=args.samples_every, value_range=value_range,
+                                   title=run.figure_title(model))
     run.fit(model, data.x_train, callbacks=[grids])
     quality = sample_grid.judge_samples(
         model, data, n=64 if run.smoke else 1000, judge_epochs=1 if run.smoke else 30

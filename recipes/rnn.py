@@ -67,26 +67,30 @@ def main(argv=None):
         metrics = {"test_mae": errors["mae"], "test_rmse": errors["rmse"]}
         for name, found in baselines.items():
             metrics.update({f"{name}_mae": found["mae"], f"{name}_rmse": found["rmse"]})
-        plot_forecast(data.y_test[:, 0], prediction[:, 0], run.dir / "forecast.png")
+        plot_forecast(data.y_test[:, 0], prediction[:, 0], run.dir / "forecast.png",
+                      title=run.figure_title(model))
     return run.finish(model, metrics)
 
 
-def plot_forecast(actual, predicted, path, steps=200):
+def plot_forecast(actual, predicted, path, steps=200, title=""):
     """The first `steps` one-step-ahead test forecasts against the truth."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(9, 3))
+    fig, ax = plt.subplots(figsize=(9, 3.4))
     ax.plot(actual[:steps], label="actual", color="black", linewidth=1)
     ax.plot(predicted[:steps], label="one-step forecast", linewidth=1)
     ax.set_xlabel("test step")
     ax.set_ylabel("standardised value")
+    ax.set_title(f"{title}\none-step-ahead forecasts of the first {min(steps, len(actual))} "
+                 "test steps" if title else "one-step-ahead forecasts on the test set")
     ax.legend()
     fig.tight_layout()
     save_figure(fig, path)
     plt.close(fig)
+    return fig
 
 
 if __name__ == "__main__":

@@ -14,8 +14,7 @@ import numpy as np
 
 import kzoo
 from kzoo.data.dates import decode_target
-from kzoo.training import runner
-from kzoo.training.checkpoint import save_figure
+from kzoo.training import plots, runner
 
 
 def main(argv=None):
@@ -59,30 +58,20 @@ def main(argv=None):
         print(f"{text!r:32} -> {guess} ({'ok' if guess == want else 'expected ' + want})")
     plot_attention(
         texts[0], decoded["greedy"][0][0], decoded["greedy"][1][0],
-        run.dir / "attention.png",
+        run.dir / "attention.png", title=run.figure_title(model),
     )
     return run.finish(model, metrics)
 
 
-def plot_attention(source_text, output_text, weights, path):
+def plot_attention(source_text, output_text, weights, path, title=""):
     """Heat map of one example's attention: output characters x source characters."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     rows = (list(output_text) + ["<end>"])[: len(weights)]
-    weights = weights[: len(rows), : len(source_text)]
-    fig, ax = plt.subplots(figsize=(0.35 * len(source_text) + 2, 0.35 * len(rows) + 1.5))
-    ax.imshow(weights, cmap="viridis", aspect="auto", vmin=0.0)
-    ax.set_xticks(range(len(source_text)), list(source_text))
-    ax.set_yticks(range(len(rows)), rows)
-    ax.set_xlabel("source character")
-    ax.set_ylabel("generated character")
-    ax.set_title(f"{source_text!r} -> {output_text!r}")
-    fig.tight_layout()
-    save_figure(fig, path)
-    plt.close(fig)
+    plots.plot_attention(
+        np.asarray(weights)[: len(rows), : len(source_text)], path,
+        key_tokens=[c if c.strip() else "␣" for c in source_text], query_tokens=rows,
+        xlabel="source character (key)", ylabel="generated character (query)",
+        title=f"{title}\ndecoder attention, greedy decoding: {source_text!r} -> {output_text!r}",
+    )
 
 
 if __name__ == "__main__":

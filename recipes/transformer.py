@@ -24,8 +24,7 @@ import numpy as np
 import kzoo
 from kzoo.data.translation import decode, from_pairs
 from kzoo.models.generation import generate
-from kzoo.training import runner
-from kzoo.training.checkpoint import save_figure
+from kzoo.training import plots, runner
 
 
 class SampleTranslations(keras.callbacks.Callback):
@@ -154,18 +153,14 @@ def main(argv=None):
         print(f"{src!r} -> {guess!r} ({'ok' if guess == want else 'expected ' + repr(want)})")
     pick = int(np.argmax([len(s.split()) for s in english[:50]]))  # a long sentence
     plot_cross_attention(model, source[pick], vocabulary, start_id, end_id, max_length,
-                         run.dir / "attention.png")
+                         run.dir / "attention.png", title=run.figure_title(model))
     return run.finish(model, metrics)
 
 
-def plot_cross_attention(model, source_ids, vocabulary, start_id, end_id, max_length, path):
+def plot_cross_attention(model, source_ids, vocabulary, start_id, end_id, max_length, path,
+                         title=""):
     """Heat map: which English token each generated French token attended to
     (last decoder block, averaged over heads)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     tokens = generate(model, source_ids[None], max_length=max_length, start_id=start_id,
                       end_id=end_id)[0]
     output = [int(t) for t in tokens[1:] if t != 0]  # generated ids, end token included
@@ -173,19 +168,12 @@ def plot_cross_attention(model, source_ids, vocabulary, start_id, end_id, max_le
     weights = model.cross_attention_weights(source_ids[None], target_in)[-1][0].mean(0)
     source_tokens = [vocabulary[i] for i in source_ids if i != 0]
     output_tokens = [vocabulary[i] for i in output] or ["<end>"]
-    weights = weights[: len(output_tokens), : len(source_tokens)]
-    fig, ax = plt.subplots(
-        figsize=(0.6 * len(source_tokens) + 2.5, 0.35 * len(output_tokens) + 1.8)
+    plots.plot_attention(
+        np.asarray(weights)[: len(output_tokens), : len(source_tokens)], path,
+        key_tokens=source_tokens, query_tokens=output_tokens,
+        xlabel="English source token (key)", ylabel="generated French token (query)",
+        title=f"{title}\ncross-attention of the last decoder block, mean of the heads",
     )
-    ax.imshow(weights, cmap="viridis", aspect="auto", vmin=0.0)
-    ax.set_xticks(range(len(source_tokens)), source_tokens, rotation=45, ha="right")
-    ax.set_yticks(range(len(output_tokens)), output_tokens)
-    ax.set_xlabel("English source token")
-    ax.set_ylabel("generated French token")
-    ax.set_title("Transformer cross-attention (last decoder block, mean of heads)")
-    fig.tight_layout()
-    save_figure(fig, path)
-    plt.close(fig)
 
 
 if __name__ == "__main__":

@@ -38,7 +38,8 @@ def main(argv=None):
     )
     run.compile(model, loss=None, metrics=None)
 
-    grids = sample_grid.SampleGrid(run.dir, every=args.samples_every, value_range=value_range)
+    grids = sample_grid.SampleGrid(run.dir, every=args.samples_every, value_range=value_range,
+                                   title=run.figure_title(model))
     run.fit(model, data.x_train, validation_data=(data.x_val, None), callbacks=[grids])
     test = model.evaluate(data.x_test, verbose=0, return_dict=True)
     metrics = {

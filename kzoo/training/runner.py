@@ -53,8 +53,8 @@ from kzoo.losses import (  # noqa: F401  (kept importable from here)
     SparseCategoricalCrossentropyWithSmoothing,
     classification_loss,
 )
-from kzoo.training import run_folder
-from kzoo.training.checkpoint import CrashSafeBackup, save_figure
+from kzoo.training import plots, run_folder
+from kzoo.training.checkpoint import CrashSafeBackup
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "nadam", "lion")
 SCHEDULES = ("constant", "cosine", "warmup_cosine", "step", "exponential", "plateau")
@@ -401,6 +401,17 @@ class Run:
             recorded.append(print_)
             self.state.save()
 
+    def figure_title(self, model=None):
+        """The title of this run's figures: recipe, model, dataset and backend.
+
+        Args:
+            model: a Keras model or None. Its name goes into the title.
+        """
+        dataset = getattr(self.args, "dataset", None) if self.dataset is None \
+            else self.dataset.name
+        return plots.run_title(self.recipe, getattr(model, "name", None), dataset,
+                               self.backend)
+
     def write_text(self, name, text):
         """Write a text file into the run folder, atomically."""
         self._claim()
@@ -538,6 +549,7 @@ class Run:
         # best.keras, the backup, then run.json (a kill between two of them loses
         # at most the epoch in progress, which the resumed run redoes).
         cbs = [
+            _RecordLearningRate(),
             _Forward(backup, "on_train_begin"),
             divergence,
             run_folder.AtomicHistory(folder / "history.csv"),
@@ -730,11 +742,9 @@ class Run:
         self._attach_metadata(model)
         run_folder.save_model(model, self.dir / "model.keras")
         if self.history is not None and self.history.history:
-            curve = self.dir / "learning_curve.png"
             history = self._full_history() or self.history.history
-            from kzoo.training.checkpoint import atomic_write
-
-            atomic_write(curve, lambda tmp: plot_history(history, tmp, title=self.recipe))
+            plots.plot_history(history, self.dir / "learning_curve.png",
+                               title=self.figure_title(model))
         main = self.state.phase("main") if self._phases else {}
         record = {
             "recipe": self.recipe,
@@ -852,6 +862,21 @@ def dataset_tokenizer(data):
     return {}
 
 
+class _RecordLearningRate(keras.callbacks.Callback):
+    """Puts the optimizer's rate at the end of each epoch into the logs as `learning_rate`.
+
+    It runs first, so `history.csv`, the `History` and the learning curve see it;
+    a callback that sets the rate itself (ReduceLROnPlateau) keeps its own entry.
+    """
+
+    def on_epoch_end(self, epoch, logs=None):
+        optimizer = getattr(self.model, "optimizer", None)
+        rate = getattr(optimizer, "learning_rate", None)
+        if logs is None or rate is None or "learning_rate" in logs:
+            return
+        logs["learning_rate"] = float(keras.ops.convert_to_numpy(rate))
+
+
 class _Forward(keras.callbacks.Callback):
     """Runs one hook of `callback` at this place in the list (and no other hook)."""
 
@@ -894,31 +919,6 @@ def add_weight_penalty(model, l1=0.0, l2=0.0):
                 variable.regularizer = penalty
                 count += 1
     return count
-
-
-def plot_history(history, path, title=""):
-    """Write the learning curves (loss and the first metric) as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    keys = [k for k in history if not k.startswith("val_") and k not in ("learning_rate", "lr")]
-    keys = ["loss"] + [k for k in keys if k != "loss"][:1] if "loss" in keys else keys[:2]
-    fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 3.5), squeeze=False)
-    for ax, key in zip(axes[0], keys):
-        epochs = np.arange(1, len(history[key]) + 1)
-        ax.plot(epochs, history[key], marker="o", label="train")
-        if f"val_{key}" in history:
-            ax.plot(epochs, history[f"val_{key}"], marker="o", label="validation")
-        ax.set_xlabel("epoch")
-        ax.set_ylabel(key)
-        ax.grid(alpha=0.3)
-        ax.legend()
-    fig.suptitle(title)
-    fig.tight_layout()
-    save_figure(fig, path)
-    plt.close(fig)
 
 
 def versions():

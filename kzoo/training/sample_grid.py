@@ -14,7 +14,7 @@ import numpy as np
 
 import kzoo
 from kzoo.optimizers import Adam
-from kzoo.training.checkpoint import atomic_write
+from kzoo.training.checkpoint import save_figure
 
 
 def image_grid(images, ncols=None, pad=1, value_range=(0.0, 1.0)):
@@ -50,24 +50,31 @@ def image_grid(images, ncols=None, pad=1, value_range=(0.0, 1.0)):
     return grid[..., 0] if c == 1 else grid
 
 
-def save_image_grid(images, path, ncols=None, value_range=(0.0, 1.0), zoom=None):
-    """Write `images` as one PNG grid (each pixel drawn `zoom` x `zoom`).
+def image_grid_figure(images, title="", caption=None, ncols=None, value_range=(0.0, 1.0),
+                      zoom=None):
+    """`images` tiled into one titled Figure, each image pixel drawn `zoom` x `zoom`.
 
     Args:
         images: array `(n, h, w, c)`.
-        path: str or Path. The PNG file.
+        title: str. The figure's title (what made the images, when).
+        caption: str or None. Written under the grid (the axes' x label);
+            None says how many images the grid holds.
         ncols: int or None. Images per row; None makes the grid square.
         value_range: tuple. `(low, high)` of the pixel values.
         zoom: int or None. Pixel repetition so small images stay visible;
-            None picks about 32 pixels per image (at least 2).
+            None picks about 32 pixels per image (at least 2) and a grid at
+            least 200 pixels across.
+
+    Returns:
+        A `matplotlib.figure.Figure` with one axes (no ticks: the tiles are
+        images, not a plot).
 
     Example:
 
-    >>> import numpy as np, pathlib, tempfile
-    >>> path = pathlib.Path(tempfile.mkdtemp()) / "grid.png"
-    >>> save_image_grid(np.random.default_rng(0).uniform(size=(4, 8, 8, 1)), path)
-    >>> path.stat().st_size > 0
-    True
+    >>> import numpy as np
+    >>> fig = image_grid_figure(np.zeros((4, 8, 8, 1)), title="samples")
+    >>> fig.axes[0].get_title(), fig.axes[0].get_xlabel()
+    ('samples', '4 images')
     """
     import matplotlib
 
@@ -75,13 +82,67 @@ def save_image_grid(images, path, ncols=None, value_range=(0.0, 1.0), zoom=None)
     import matplotlib.pyplot as plt
 
     grid = image_grid(images, ncols=ncols, value_range=value_range)
-    zoom = zoom or max(2, 32 // np.shape(images)[1])
-    grid = np.repeat(np.repeat(grid, zoom, axis=0), zoom, axis=1)
+    if zoom is None:
+        # About 32 pixels per image, and a grid of a few images still 200 wide.
+        zoom = max(2, 32 // np.shape(images)[1], -(-200 // max(grid.shape[:2])))
+    height, width = grid.shape[0] * zoom, grid.shape[1] * zoom
+    n = len(images)
+    caption = caption if caption is not None else f"{n} image{'s' if n != 1 else ''}"
+    # Sized so each grid pixel maps to whole screen pixels at dpi 100, with room
+    # for the title's lines above and the caption below (about 7 pixels a
+    # character at these font sizes).
+    dpi, lines = 100, str(title).split("\n") if title else []
+    above, below = 12 + 17 * len(lines), 28
+    text = max([len(line) for line in lines] + [len(caption)])
+    fig_w, fig_h = max(width + 20, 7 * text + 20, 300), height + above + below
+    fig = plt.figure(figsize=(fig_w / dpi, fig_h / dpi), dpi=dpi)
+    ax = fig.add_axes([(fig_w - width) / 2 / fig_w, below / fig_h, width / fig_w,
+                       height / fig_h])
+    gray = grid.ndim == 2
+    ax.imshow(grid, cmap="gray" if gray else None, vmin=0.0, vmax=1.0,
+              interpolation="nearest", aspect="equal")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_xlabel(caption, fontsize=9)
+    ax.set_title(title, fontsize=10)
+    return fig
+
+
+def save_image_grid(images, path, ncols=None, value_range=(0.0, 1.0), zoom=None, title="",
+                    caption=None):
+    """Write `images` as one titled PNG grid (see `image_grid_figure`).
+
+    Args:
+        images: array `(n, h, w, c)`.
+        path: str or Path. The PNG file, written atomically.
+        ncols: int or None. Images per row; None makes the grid square.
+        value_range: tuple. `(low, high)` of the pixel values.
+        zoom: int or None. Pixel repetition so small images stay visible;
+            None picks about 32 pixels per image (at least 2) and a grid at
+            least 200 pixels across.
+        title: str. The grid's title.
+        caption: str or None. Written under the grid.
+
+    Returns:
+        The (closed) Figure that was saved.
+
+    Example:
+
+    >>> import numpy as np, pathlib, tempfile
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "grid.png"
+    >>> fig = save_image_grid(np.random.default_rng(0).uniform(size=(4, 8, 8, 1)), path,
+    ...                       title="noise")
+    >>> path.stat().st_size > 0, fig.axes[0].get_title()
+    (True, 'noise')
+    """
+    import matplotlib.pyplot as plt
+
+    fig = image_grid_figure(images, title=title, caption=caption, ncols=ncols,
+                            value_range=value_range, zoom=zoom)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    if grid.ndim == 2:
-        atomic_write(path, lambda tmp: plt.imsave(tmp, grid, cmap="gray", vmin=0.0, vmax=1.0))
-    else:
-        atomic_write(path, lambda tmp: plt.imsave(tmp, grid))
+    save_figure(fig, path)
+    plt.close(fig)
+    return fig
 
 
 class SampleGrid(keras.callbacks.Callback):
@@ -99,6 +160,9 @@ class SampleGrid(keras.callbacks.Callback):
         value_range: tuple. `(low, high)` of the images. Defaults to (0, 1).
         generate_kwargs: dict or None. Extra `generate` arguments (e.g. a
             diffusion sampler's steps).
+        title: str or None. What the grids show (`Run.figure_title(model)`
+            names recipe, model, dataset and backend); the epoch is added.
+            None uses the model's name.
 
     Example:
 
@@ -114,8 +178,9 @@ class SampleGrid(keras.callbacks.Callback):
     """
 
     def __init__(self, directory, n=64, every=10, seed=0, value_range=(0.0, 1.0),
-                 generate_kwargs=None):
+                 generate_kwargs=None, title=None):
         super().__init__()
+        self.title = title
         self.directory = Path(directory)
         self.n, self.every, self.seed = n, every, seed
         self.value_range = value_range
@@ -132,7 +197,12 @@ class SampleGrid(keras.callbacks.Callback):
             return
         images = self.model.generate(self.n, seed=self.seed, **self.generate_kwargs)
         path = self.directory / f"samples_epoch_{done:03d}.png"
-        save_image_grid(images, path, value_range=self.value_range)
+        what = self.title or f"{self.model.name} samples"
+        of = f" of {self._epochs}" if self._epochs else ""
+        caption = ", ".join([f"{self.n} samples, seed {self.seed} (the same every epoch)"]
+                            + [f"{k} {v}" for k, v in self.generate_kwargs.items()])
+        save_image_grid(images, path, value_range=self.value_range,
+                        title=f"{what}\nafter epoch {done}{of}", caption=caption)
         self.written.append(path)
 
 
