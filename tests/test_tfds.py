@@ -270,6 +270,7 @@ def test_tfrecord_streams_through_tf_data(tmp_path):
     KzooTinyImages(data_dir=str(tmp_path), file_format="tfrecord").download_and_prepare()
     data = kzoo.data.load("tfds:kzoo_tiny_images", data_dir=str(tmp_path), batch_size=16)
     assert isinstance(data.x_train, tf.data.Dataset) and data.sizes == (45, 5, N_TEST)
+    assert len(data.x_train) == 3  # batches, known before the first epoch
     assert "TFRecord" in data.source
     total = 0
     for x, y in data.x_test.as_numpy_iterator():

@@ -284,10 +284,14 @@ class _TFDataReader:
             for batch in self.tfds.as_numpy(ds.batch(batch_size)):
                 yield convert.batch(batch)
 
-        return tf.data.Dataset.from_generator(batches, output_signature=(
+        stream = tf.data.Dataset.from_generator(batches, output_signature=(
             tf.TensorSpec((None, *x_spec[0]), x_spec[1]),
             tf.TensorSpec((None,), y_spec),
-        )).prefetch(2)
+        ))
+        # A known length lets Keras size its progress bar and epochs from the first one.
+        stream = stream.apply(tf.data.experimental.assert_cardinality(
+            math.ceil((stop - start) / batch_size)))
+        return stream.prefetch(2)
 
 
 def _take(source, indices):
