@@ -150,6 +150,24 @@ def test_images_stream_scaled_int_labelled_batches(data_dir):
     assert seen == N_TRAIN + N_TEST
 
 
+def test_images_resize_per_batch_and_augment_from_the_stream(data_dir):
+    if _without_tfds_says_what_to_install():
+        return
+    from kzoo.data.augment import AugmentedBatches, image_augmentation
+
+    data = kzoo.data.load("tfds:kzoo_tiny_images", data_dir=data_dir, batch_size=16,
+                          image_size=12)
+    assert data.input_shape == (12, 12, 3)
+    x, y = data.x_train[0]
+    assert x.shape == (16, 12, 12, 3) and x.dtype == np.float32 and x.max() <= 1.0
+    batches = AugmentedBatches(data.x_train, None, 16, image_augmentation("flip_translate", seed=0))
+    assert len(batches) == len(data.x_train) == 3
+    ax, ay = batches[0]
+    assert ax.shape == x.shape and ax.dtype == np.float32
+    np.testing.assert_array_equal(ay, y)  # labels as the stream gives them
+    assert not np.array_equal(ax, x)  # flipped or shifted
+
+
 def test_batches_are_read_lazily_one_at_a_time(data_dir, monkeypatch):
     if _without_tfds_says_what_to_install():
         return

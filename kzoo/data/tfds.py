@@ -45,8 +45,8 @@ VALIDATION_FRACTION = 0.1
 SMOKE_SIZES = (64, 32, 32)
 
 
-def load_tfds(name, *, seed=0, smoke=False, data_dir=None, batch_size=32, vocab_size=20000,
-              max_length=256):
+def load_tfds(name, *, seed=0, smoke=False, data_dir=None, batch_size=32, image_size=None,
+              vocab_size=20000, max_length=256):
     """Stream a supervised TFDS dataset (its `supervised_keys`) as a `Dataset`.
 
     `x_train`, `x_val` and `x_test` are batched streams of `(x, y)` pairs
@@ -61,6 +61,8 @@ def load_tfds(name, *, seed=0, smoke=False, data_dir=None, batch_size=32, vocab_
         data_dir: str or None. TFDS data directory. Defaults to
             `$TFDS_DATA_DIR`, else TFDS's own (`~/tensorflow_datasets`).
         batch_size: int. Examples per batch. Defaults to 32.
+        image_size: int or None. Images only: resize each batch to this square
+            size (bilinear). Defaults to None, their own size.
         vocab_size: int. Text only: ids kept (the most frequent words).
             Defaults to 20000.
         max_length: int. Text only: tokens kept per text. Defaults to 256.
@@ -79,7 +81,7 @@ def load_tfds(name, *, seed=0, smoke=False, data_dir=None, batch_size=32, vocab_
     True
     """
     for arg, value in (("batch_size", batch_size), ("vocab_size", vocab_size),
-                       ("max_length", max_length)):
+                       ("max_length", max_length), ("image_size", image_size or 1)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise DataError(f"Received {arg}={value!r}; expected a positive integer.")
     if vocab_size <= len(SPECIAL_TOKENS):
@@ -119,6 +121,8 @@ def load_tfds(name, *, seed=0, smoke=False, data_dir=None, batch_size=32, vocab_
         vocabulary = _train_tokenizer(reader, splits[0], x_key, vocab_size)
     if kind == "image":
         input_shape, extra = tuple(x_feature.shape), {"value_range": (0.0, 1.0)}
+        if image_size:
+            input_shape = (image_size, image_size, input_shape[-1])
     elif kind == "text":
         input_shape = (max_length,)
         extra = {"vocab_size": vocab_size, "vocabulary": vocabulary.tokens,
@@ -398,6 +402,9 @@ class _Convert:
         if self.kind == "image":
             x = np.asarray(x)
             x = x.astype("float32") / 255.0 if x.dtype == np.uint8 else x.astype("float32")
+            if x.shape[1:] != self.x_shape:
+                x = keras.ops.convert_to_numpy(keras.ops.image.resize(
+                    x, self.x_shape[:2], interpolation="bilinear"))
         elif self.kind == "text":
             x = self._ids([_text(t) for t in np.asarray(x, dtype=object).reshape(-1)])
         else:
