@@ -107,8 +107,8 @@ def load_tfds(name, *, seed=0, smoke=False, data_dir=None, batch_size=32, image_
         raise DataError(
             f"Could not load --dataset tfds:{name} ({first[:200]}); make sure the name is "
             "right and the data is prepared in the TFDS data directory ($TFDS_DATA_DIR, "
-            "else ~/tensorflow_datasets) or downloadable from this machine, or use an offline dataset "
-            "such as 'digits'."
+            "else ~/tensorflow_datasets) or downloadable from this machine, or use an "
+            "offline dataset such as 'digits'."
         ) from None
 
     x_key, y_key = _supervised_keys(name, info)
