@@ -1,4 +1,4 @@
-"""The data module: offline datasets, splits, smoke slices, TFDS and errors."""
+"""The data module: offline datasets, splits, smoke slices and errors (TFDS: test_tfds.py)."""
 
 import numpy as np
 import pytest
@@ -45,35 +45,3 @@ def test_digits_resize():
 def test_unknown_dataset_names_the_closest():
     with pytest.raises(DataError, match=r"Received unknown dataset 'digit'.*digits"):
         kzoo.data.load("digit")
-
-
-def test_tfds_without_tensorflow_datasets_says_what_to_do(monkeypatch):
-    import builtins
-
-    real_import = builtins.__import__
-
-    def no_tfds(name, *args, **kwargs):
-        if name.startswith("tensorflow_datasets"):
-            raise ImportError("no tfds")
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", no_tfds)
-    with pytest.raises(DataError, match="tensorflow-datasets is not installed"):
-        kzoo.data.load("tfds:mnist")
-
-
-def test_tfds_loads_through_mock_data():
-    tfds = pytest.importorskip("tensorflow_datasets")
-    with tfds.testing.mock_data(num_examples=40):
-        data = kzoo.data.load("tfds:mnist", seed=0)
-    assert data.input_shape == (28, 28, 1)
-    assert data.num_classes == 10
-    assert data.x_train.dtype == np.float32 and data.x_train.max() <= 1.0
-    assert len(data.x_train) + len(data.x_val) == 40
-    assert data.class_names == [str(i) for i in range(10)]
-
-
-def test_tfds_unknown_name_is_one_clear_sentence():
-    pytest.importorskip("tensorflow_datasets")
-    with pytest.raises(DataError, match="Could not load TFDS dataset 'no_such_dataset_xyz'"):
-        kzoo.data.load("tfds:no_such_dataset_xyz")

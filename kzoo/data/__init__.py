@@ -1,4 +1,4 @@
-"""Offline datasets for kzoo's recipes, and the `tfds:NAME` loader.
+"""Offline datasets for kzoo's recipes, and the streaming `tfds:NAME` loader.
 
 Every recipe's default dataset is available offline: either real data that
 ships inside an installed package (scikit-learn's digits), or data generated
@@ -33,7 +33,9 @@ class Dataset:
         task: str. `"classification"`, `"regression"`, `"sequence"` or
             `"self_supervised"`.
         x_train, y_train, x_val, y_val, x_test, y_test: arrays (or tuples and
-            dicts of arrays for multi-input data; `y_*` None when unlabelled).
+            dicts of arrays for multi-input data; `y_*` None when unlabelled),
+            or, for a streamed dataset (`tfds:NAME`), `x_*` are batched streams
+            of `(x, y)` pairs for `model.fit` and `y_*` are None.
         input_shape: tuple. Shape of one example of `x`, batch axis excluded.
         num_classes: int or None. Number of classes for classification.
         class_names: list of str or None. A name per class.
@@ -57,7 +59,9 @@ class Dataset:
 
     @property
     def sizes(self):
-        """Number of examples in (train, val, test)."""
+        """Number of examples in (train, val, test) (of a stream's too: `info["sizes"]`)."""
+        if "sizes" in self.info:
+            return tuple(self.info["sizes"])
         return tuple(_length(x) for x in (self.x_train, self.x_val, self.x_test))
 
 
@@ -120,8 +124,9 @@ def load(name, *, seed=0, smoke=False, **kwargs):
 
     Args:
         name: str. A name from `list_datasets()`, or `"tfds:NAME"` for any
-            TensorFlow Datasets dataset (needs `tensorflow-datasets` and the
-            data cached or downloadable).
+            supervised TensorFlow Datasets dataset, streamed in batches (needs
+            `tensorflow-datasets` and the data prepared or downloadable; see
+            `kzoo.data.tfds`).
         seed: int. Seed of the split and of generated data. Defaults to 0.
         smoke: bool. Return a tiny slice for smoke tests. Defaults to False.
         **kwargs: passed to the loader.

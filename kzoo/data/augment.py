@@ -57,9 +57,11 @@ class AugmentedBatches(keras.utils.PyDataset):
     """Shuffled mini-batches of `(augment(x), y)` for `model.fit`, reshuffled each epoch.
 
     Args:
-        x: array. Images `(N, height, width, channels)`.
-        y: array. Labels `(N,)`.
-        batch_size: int. Examples per batch.
+        x: array. Images `(N, height, width, channels)`; or a batched stream
+            of `(images, labels)` (`tfds:NAME`'s `x_train`, with `y` None),
+            which keeps its own batches and shuffling.
+        y: array or None. Labels `(N,)`; None for a stream.
+        batch_size: int. Examples per batch (of arrays).
         augment: callable or None. Applied with `training=True` to each batch
             of images (e.g. from `image_augmentation`); None feeds them as
             they are.
@@ -80,21 +82,30 @@ class AugmentedBatches(keras.utils.PyDataset):
         self.x, self.y = x, y
         self.batch_size = int(batch_size)
         self.augment = augment
+        self._stream = x if y is None and isinstance(x, keras.utils.PyDataset) else None
         self._rng = np.random.default_rng(seed)
-        self._order = self._rng.permutation(len(x))
+        self._order = None if self._stream is not None else self._rng.permutation(len(x))
 
     def __len__(self):
+        if self._stream is not None:
+            return len(self._stream)
         return math.ceil(len(self.x) / self.batch_size)
 
     def __getitem__(self, index):
-        rows = self._order[index * self.batch_size : (index + 1) * self.batch_size]
-        images = self.x[rows]
+        if self._stream is not None:
+            images, labels = self._stream[index]
+        else:
+            rows = self._order[index * self.batch_size : (index + 1) * self.batch_size]
+            images, labels = self.x[rows], self.y[rows]
         if self.augment is not None:
             images = keras.ops.convert_to_numpy(self.augment(images, training=True))
-        return images.astype("float32"), self.y[rows]
+        return np.asarray(images).astype("float32"), labels
 
     def on_epoch_end(self):
-        self._order = self._rng.permutation(len(self.x))
+        if self._stream is not None:
+            self._stream.on_epoch_end()
+        else:
+            self._order = self._rng.permutation(len(self.x))
 
 
 def default_augmentation(dataset_name, input_shape):

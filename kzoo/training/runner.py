@@ -420,10 +420,11 @@ class Run:
     # === Data ===
     def load_data(self, name=None, **kwargs):
         """Load `--dataset` (or `name`) offline; failures exit with one sentence."""
+        name = name or self.args.dataset
+        if isinstance(name, str) and name.startswith("tfds:"):
+            kwargs.setdefault("batch_size", self.args.batch_size)  # streams come batched
         try:
-            dataset = kzoo_data.load(
-                name or self.args.dataset, seed=self.args.seed, smoke=self.smoke, **kwargs
-            )
+            dataset = kzoo_data.load(name, seed=self.args.seed, smoke=self.smoke, **kwargs)
         except kzoo_data.DataError as err:
             raise RunError(str(err)) from None
         if self.distribution is not None:
@@ -999,8 +1000,8 @@ def _fit_to_replicas(dataset, devices):
     import dataclasses
 
     def cut(a):
-        if a is None:
-            return None
+        if a is None or _is_dataset(a):  # a stream's batches are split by the strategy
+            return a
         if isinstance(a, dict):
             return {k: cut(v) for k, v in a.items()}
         if isinstance(a, (list, tuple)):
@@ -1028,8 +1029,8 @@ def _first_batch(x, y, n):
         return (batch[0], batch[1]) if isinstance(batch, (list, tuple)) else (batch, None)
 
     def cut(a):
-        if a is None:
-            return None
+        if a is None or _is_dataset(a):  # a stream's batches are split by the strategy
+            return a
         if isinstance(a, dict):
             return {k: cut(v) for k, v in a.items()}
         if isinstance(a, (list, tuple)):
