@@ -158,6 +158,13 @@ def test_text_datasets_are_padded_ids_with_a_vocabulary(offline_cache, name, cla
     assert len(vocabulary) == 30 and vocabulary[:3] == ["<pad>", "<start>", "<oov>"]
     # Keras' ids are the word's frequency rank (from 1) plus 3.
     assert vocabulary[4] == "word1" and vocabulary[29] == "word26"
+    # The tokenizer a run folder records for predict reads the ids back as words.
+    from kzoo import tokenizers
+    from kzoo.training import runner
+
+    tokenizer = tokenizers.from_metadata(runner.dataset_tokenizer(data)["tokenizer"])
+    row = [int(i) for i in data.x_train[0] if i > keras_datasets.START_ID]
+    assert tokenizer.decode(row).split() == [vocabulary[i] for i in row]
 
 
 def test_smoke_slices_and_a_recipe_model_trains_on_it(offline_cache):

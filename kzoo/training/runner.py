@@ -843,13 +843,17 @@ def dataset_tokenizer(data):
     tokens = info.get("vocabulary")
     if isinstance(tokens, str):  # characters (kzoo.data.text): id 0 is the unknown one
         return {"tokenizer": vocabulary(tokens, "character", unknown=tokens[0])}
-    if tokens is not None and "start_id" in info:  # words (kzoo.data.translation)
+    if tokens is not None and "start_id" in info:
+        # words: kzoo.data.translation (with an end token), keras: and tfds: texts (an
+        # out-of-vocabulary id, no end token)
         tokens = list(tokens)
         unknown = "<unk>" if "<unk>" in tokens else None
+        if info.get("oov_id") is not None:
+            unknown = tokens[info["oov_id"]]
+        end = tokens[info["end_id"]] if info.get("end_id") is not None else None
         return {"tokenizer": vocabulary(
             tokens, "word", "words_and_punctuation", unknown=unknown,
-            pad=tokens[info["pad_id"]], start=tokens[info["start_id"]],
-            end=tokens[info["end_id"]])}
+            pad=tokens[info["pad_id"]], start=tokens[info["start_id"]], end=end)}
     if info.get("vocab") is not None:  # words with [CLS] first (kzoo.data.captions)
         tokens = list(info["vocab"])
         return {"tokenizer": vocabulary(tokens, "word", unknown="[UNK]", pad="[PAD]",
