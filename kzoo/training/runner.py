@@ -31,6 +31,19 @@ regularisation (`--schedule`, `--label-smoothing`, `--l1`, `--l2`,
 `--gradient-check`, written under `debug/`) and data-parallel training on the
 engine's own machinery (`--distribute data_parallel`, see
 `kzoo.backend.distribution` and docs/results/toolkit.md for launch commands).
+
+Code that trains several models in one run (KerasTuner's trials, see
+`recipes/tune.py`) goes through the same calls, with flags for one model
+under the flags' own names (`OVERRIDABLE`) and layers created in a scope
+restored afterwards:
+
+    with run.building():                       # --precision, --remat
+        model = kzoo.create_model("mlp", ...)
+    run.compile(model, overrides={"lr": 3e-3, "optimizer": "adamw"}, record=False)
+    run.fit(model, x, y, overrides={"batch_size": 32}, record=False)
+
+`make_optimizer` and `building` also work without a `Run`, from explicit
+arguments.
 """
 
 import argparse
@@ -579,14 +592,16 @@ class Run:
     # === Optimisation ===
     @property
     def steps_per_epoch(self):
-        n = self.train_size or 1000 * self.args.batch_size
-        return max(1, math.ceil(n / self.args.batch_size))
+        return self._steps_per_epoch(self.args.batch_size)
+
+    def _steps_per_epoch(self, batch_size):
+        n = self.train_size or 1000 * batch_size
+        return max(1, math.ceil(n / batch_size))
 
     def learning_rate(self, overrides=None):
         """The learning rate or schedule chosen by `--lr` and `--schedule`."""
         a = self.settings(overrides)
-        steps_per_epoch = max(1, math.ceil((self.train_size or 1000 * a.batch_size)
-                                           / a.batch_size))
+        steps_per_epoch = self._steps_per_epoch(a.batch_size)
         total = steps_per_epoch * self.epochs
         if a.schedule in ("constant", "plateau"):
             return a.lr
@@ -675,7 +690,7 @@ class Run:
         return model
 
     # === Training ===
-    def callbacks(self, monitor=None, phase=None):
+    def callbacks(self, monitor=None, phase=None, overrides=None):
         """The standard callbacks, wired to the run folder.
 
         Args:
@@ -683,8 +698,9 @@ class Run:
                 Defaults to "val_loss".
             phase: str or None. A named training phase before the main one
                 (BERT's pretraining): its files go under `<phase>/`.
+            overrides: dict or None. Per-model flags (`patience`, `schedule`).
         """
-        a = self.args
+        a = self.settings(overrides)
         monitor = monitor or "val_loss"
         key = phase or "main"
         folder = self.dir / phase if phase else self.dir
@@ -801,7 +817,8 @@ class Run:
             x,
             y,
             validation_data=validation_data,
-            callbacks=self.callbacks(monitor, phase=phase) + extra + list(callbacks),
+            callbacks=self.callbacks(monitor, phase=phase, overrides=overrides) + extra
+            + list(callbacks),
             verbose=verbose,
             **kwargs,
         )
