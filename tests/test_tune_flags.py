@@ -190,3 +190,35 @@ def test_overrides_are_the_flags_own_names():
     with pytest.raises(ValueError, match=r"Received overrides for \['learning_rate'\]"):
         run.make_optimizer(overrides={"learning_rate": 3e-3})
     assert tuning.flag_overrides({"learning_rate": 1e-2, "l2": 1e-4}) == {"lr": 1e-2, "l2": 1e-4}
+
+
+def test_building_scopes_precision_and_remat_and_restores_them():
+    from keras.src.backend.common import remat
+
+    with runner.building("mixed_bfloat16", "activations"):
+        inside = keras.layers.Dense(2)
+    outside = keras.layers.Dense(2)
+    assert (inside.dtype_policy.name, inside._remat_mode.mode) == ("mixed_bfloat16", "activations")
+    assert (outside.dtype_policy.name, outside._remat_mode) == ("float32", None)
+    with pytest.raises(RuntimeError), runner.building("mixed_float16", "full"):
+        raise RuntimeError("a failing build")
+    assert keras.config.dtype_policy().name == "float32"
+    assert remat.get_current_remat_mode() is None
+
+
+def test_run_building_ends_the_process_wide_remat_scope(tmp_path):
+    from keras.src.backend.common import remat
+
+    args = runner.make_parser("").parse_args(
+        ["--output-dir", str(tmp_path), "--remat", "activations"])
+    run = runner.Run(args, recipe="scoped")
+    assert remat.get_current_remat_mode().mode == "activations"  # a recipe's, until compile
+    with run.building():
+        layer = keras.layers.Dense(2)
+    assert layer._remat_mode.mode == "activations"
+    assert remat.get_current_remat_mode() is None
+    # A scope left open through KerasTuner's clear_session still closes cleanly.
+    runner._set_remat_scope("full")
+    keras.backend.clear_session()
+    runner._set_remat_scope(None)
+    assert remat.get_current_remat_mode() is None
