@@ -455,7 +455,7 @@ def search_space(name, overrides=None):
         if key not in space and key not in entry.defaults and key not in TRIAL_FLAGS:
             raise ValueError(
                 f"Received a search-space override for {key!r}, which model {name!r} does not "
-                "take and is no per-trial runner flag; expected one of "
+                "take and is not a per-trial runner flag; expected one of "
                 f"{sorted(set(space) | set(entry.defaults) | set(TRIAL_FLAGS))}."
             )
         if key == "optimizer":
