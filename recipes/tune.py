@@ -6,6 +6,19 @@ rate, weight decay, optimizer and batch size), with early stopping of bad
 trials. Failing trials are counted and the search goes on. Rerunning the same
 command continues an interrupted search; `--overwrite` starts over.
 
+Every runner flag means what it means in any recipe: each trial is built
+inside `run.building()` (`--precision`, `--remat`), compiled with
+`run.compile` and trained with `run.fit` (`--optimizer`, `--lr`,
+`--schedule`, `--weight-decay`, `--grad-clip`, `--grad-accum`, `--l1`,
+`--l2`, `--label-smoothing`, `--patience`, `--debug-*` under
+`debug/trial_<id>/`, ...). A hyperparameter of the space that is a flag
+(`learning_rate` for `--lr`, `optimizer`, `weight_decay`, `batch_size`, or
+any flag added with `--space`, such as `label_smoothing=0..0.2`) overrides
+that flag per trial, and `trials.md` names it; a flag given on the command
+line fixes its hyperparameter instead (`--lr 3e-3` searches no learning
+rate) unless `--space` names it too. `--find-lr` and `--distribute` do not
+apply to a search and are refused.
+
 Default data: scikit-learn's copy of the UCI optical digits (1,797 real 8x8
 images shipped inside the scikit-learn package, so it runs offline); recurrent
 models read each image row by row.
@@ -40,7 +53,7 @@ def main(argv=None):
     g.add_argument("--objective", choices=("val_loss", "val_accuracy"), default="val_loss", help="what the search optimises")
     g.add_argument("--space", nargs="+", action="extend", default=[], metavar="NAME=SPEC",
                    help="narrow or widen the space: lr=1e-4..1e-2:log, width=32..256:log:step=2, "
-                        "optimizer=adam|sgd, depth=2")
+                        "optimizer=adam|lion, depth=2, label_smoothing=0..0.2")
     g.add_argument("--space-file", default=None,
                    help="overrides in a JSON file or 'name: spec' lines (--space wins)")
     g.add_argument("--show-space", action="store_true", help="print the search space and exit")
@@ -50,6 +63,17 @@ def main(argv=None):
     g.add_argument("--image-size", type=runner._positive_int, default=None,
                    help="resize digits to this square size (for CNNs that need larger images)")
     args = parser.parse_args(argv)
+    # Refused before anything is written: these flags do not train a model.
+    if args.find_lr:
+        raise runner.RunError(
+            "--find-lr runs a learning-rate range test instead of training, and a search "
+            "trains every trial; run the range test with a recipe (recipes/mlp.py --find-lr) "
+            "and search the suggested range with --space learning_rate=LOW..HIGH:log.")
+    if args.distribute != "none":
+        raise runner.RunError(
+            "--distribute trains one model on several devices, and a search spreads its "
+            "trials over processes with KerasTuner's own protocol (KERASTUNER_TUNER_ID, see "
+            "docs/results/tune.md); drop --distribute.")
 
     try:
         from kzoo.training import tuning
@@ -58,6 +82,14 @@ def main(argv=None):
     try:
         overrides = tuning.load_spec(args.space_file) if args.space_file else {}
         overrides.update(tuning.parse_overrides(args.space))
+        overrides = {"learning_rate" if k == "lr" else k: v for k, v in overrides.items()}
+        # A flag given on the command line fixes the hyperparameter it names, unless
+        # --space names it too.
+        given = runner.given_flags(parser, argv)
+        for name in tuning.TRAINING_SPACE:
+            flag = tuning.FLAG_NAMES.get(name, name)
+            if flag in given and name not in overrides:
+                overrides[name] = tuning.Param("fixed", value=getattr(args, flag))
         space = tuning.search_space(args.model, overrides)
     except ValueError as err:
         raise runner.RunError(str(err)) from None
@@ -74,10 +106,8 @@ def main(argv=None):
     data = run.load_data(**extra)
     try:
         train, val, test, model_kwargs = tuning.prepare_data(args.model, data)
-        hypermodel = tuning.ZooHyperModel(args.model, space, model_kwargs,
-                                          loss=runner.classification_loss(args.label_smoothing),
-                                          clipnorm=args.grad_clip,
-                                          jit_compile=run.jit_compile)
+        hypermodel = tuning.ZooHyperModel(args.model, space, model_kwargs, run=run,
+                                          monitor=args.objective)
         if not args.overwrite:
             tuning.check_space(run.dir / "search", space)
         # Fail fast, with the model's own message, if the default point cannot build.
@@ -103,15 +133,12 @@ def main(argv=None):
     )
     if role != "worker":
         tuning.record_space(run.dir / "search", space)
-    direction = "min" if args.objective == "val_loss" else "max"
-    callbacks = [keras.callbacks.TerminateOnNaN()]
-    if args.patience > 0:  # stop a trial once its objective stops improving
-        callbacks.append(keras.callbacks.EarlyStopping(
-            monitor=args.objective, mode=direction, patience=args.patience))
+    # run.fit adds the flags' callbacks (--patience on the objective, --schedule plateau,
+    # --debug-*) and stops a trial on a NaN loss.
     verbose = args.verbose if args.verbose is not None else 2
     fit_kwargs = {"validation_data": val, "epochs": run.epochs, "verbose": verbose}
     try:
-        tuner.search(*train, callbacks=callbacks, **fit_kwargs)
+        tuner.search(*train, **fit_kwargs)
     except RuntimeError as err:  # KerasTuner's "too many consecutive failures"
         raise runner.RunError(
             f"the search stopped after {args.max_consecutive_failures} failed trials in a row "
@@ -124,6 +151,8 @@ def main(argv=None):
     title = f"{args.model}, {args.tuner} search on {data.name} ({run.backend})"
     report = tuning.write_report(tuner, hypermodel, run.dir, args.objective, title)
     print(report["table"])
+    if report["overridden_flags"]:
+        print(tuning.overridden_note(report["overridden_flags"]))
     print(f"{report['completed']} trials completed, {report['failed']} failed.")
     if report["best"] is None:
         raise runner.RunError("no trial completed, so there is no best model; see trials.json.")

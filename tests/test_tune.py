@@ -153,7 +153,8 @@ def _outputs_are_complete(out, trials):
         assert (out / name).is_file(), name
     metrics = json.loads((out / "metrics.json").read_text())["metrics"]
     assert metrics["trials_completed"] + metrics["trials_failed"] == trials
-    table = (out / "trials.md").read_text().splitlines()
+    table = [line for line in (out / "trials.md").read_text().splitlines()
+             if line.startswith("|")]
     assert table[0].startswith("| rank | trial | status | val_loss") and len(table) == 2 + trials
     best = json.loads((out / "best_hyperparameters.json").read_text())
     model = keras.saving.load_model(out / "model.keras", safe_mode=True)

@@ -31,6 +31,19 @@ regularisation (`--schedule`, `--label-smoothing`, `--l1`, `--l2`,
 `--gradient-check`, written under `debug/`) and data-parallel training on the
 engine's own machinery (`--distribute data_parallel`, see
 `kzoo.backend.distribution` and docs/results/toolkit.md for launch commands).
+
+Code that trains several models in one run (KerasTuner's trials, see
+`recipes/tune.py`) goes through the same calls, with flags for one model
+under the flags' own names (`OVERRIDABLE`) and layers created in a scope
+restored afterwards:
+
+    with run.building():                       # --precision, --remat
+        model = kzoo.create_model("mlp", ...)
+    run.compile(model, overrides={"lr": 3e-3, "optimizer": "adamw"}, record=False)
+    run.fit(model, x, y, overrides={"batch_size": 32}, record=False)
+
+`make_optimizer` and `building` also work without a `Run`, from explicit
+arguments.
 """
 
 import argparse
@@ -61,6 +74,11 @@ SCHEDULES = ("constant", "cosine", "warmup_cosine", "step", "exponential", "plat
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 REMAT_MODES = ("none", "full", "activations")
 DISTRIBUTIONS = ("none", "data_parallel")
+#: The flags a caller may set for one model only (a KerasTuner trial), by dest name:
+#: `run.compile(model, overrides={"lr": 3e-3, "optimizer": "adamw"})`.
+OVERRIDABLE = ("lr", "optimizer", "weight_decay", "schedule", "warmup_epochs",
+               "label_smoothing", "grad_clip", "grad_accum", "l1", "l2", "batch_size",
+               "patience", "precision", "remat")
 
 
 def _number(text, kind):
@@ -232,6 +250,114 @@ def make_parser(description, **defaults):
     return parser
 
 
+def make_optimizer(name="adam", learning_rate=1e-3, *, weight_decay=0.0, grad_clip=None,
+                   grad_accum=1):
+    """Build one of the runner's optimizers (`--optimizer`) from explicit arguments.
+
+    The classes are kzoo's (`kzoo.optimizers`), so a compiled model saves under
+    backend-neutral names. `Run.make_optimizer` calls this with the flags.
+
+    Args:
+        name: str. One of `OPTIMIZERS`: "sgd" (momentum 0.9, Nesterov), "adam",
+            "adamw", "rmsprop", "nadam" or "lion". Defaults to "adam".
+        learning_rate: float or a `keras.optimizers.schedules` schedule.
+            Defaults to 1e-3.
+        weight_decay: float. Decoupled weight decay (AdamW-style) for every
+            optimizer; 0 leaves AdamW its own default of 0.004. Defaults to 0.
+        grad_clip: float or None. Clip gradients to this global norm.
+            Defaults to None.
+        grad_accum: int. Accumulate gradients over this many steps before
+            each update. Defaults to 1.
+
+    Example:
+
+    >>> from kzoo.training.runner import make_optimizer
+    >>> opt = make_optimizer("lion", 3e-4, grad_clip=1.0, grad_accum=2)
+    >>> type(opt).__name__, opt.global_clipnorm, opt.gradient_accumulation_steps
+    ('Lion', 1.0, 2)
+    """
+    if name not in OPTIMIZERS:
+        raise ValueError(f"Received optimizer={name!r}; expected one of {list(OPTIMIZERS)}, "
+                         "such as 'adam'.")
+    common = {
+        "learning_rate": learning_rate,
+        "global_clipnorm": grad_clip,
+        "gradient_accumulation_steps": grad_accum if grad_accum > 1 else None,
+    }
+    if weight_decay:
+        common["weight_decay"] = weight_decay
+    # kzoo's classes: saved under backend-neutral names (Keras' torch classes are not).
+    if name == "sgd":
+        return optimizers.SGD(momentum=0.9, nesterov=True, **common)
+    cls = {
+        "adam": optimizers.Adam,
+        "adamw": optimizers.AdamW,
+        "rmsprop": optimizers.RMSprop,
+        "nadam": optimizers.Nadam,
+        "lion": optimizers.Lion,
+    }[name]
+    if name == "adamw" and not weight_decay:
+        common["weight_decay"] = 0.004  # AdamW's own default
+    return cls(**common)
+
+
+@contextlib.contextmanager
+def building(precision=None, remat=None):
+    """Create layers under a dtype policy and a remat mode, both restored on exit.
+
+    Layers read the policy and the remat mode when they are created, so only
+    the models built inside the block get them; code outside (another
+    trial, an export) sees the policy that was set before.
+
+    Args:
+        precision: str or None. A Keras dtype policy (`--precision`), such as
+            "mixed_bfloat16"; None keeps the current one. Defaults to None.
+        remat: str or None. A `keras.RematScope` mode (`--remat`: "full",
+            "activations"); None or "none" rematerialises nothing. Defaults
+            to None.
+
+    Example:
+
+    >>> import keras
+    >>> from kzoo.training.runner import building
+    >>> with building(precision="mixed_bfloat16", remat="activations"):
+    ...     layer = keras.layers.Dense(2)
+    >>> layer.dtype_policy.name, layer._remat_mode.mode, keras.config.dtype_policy().name
+    ('mixed_bfloat16', 'activations', 'float32')
+    """
+    previous = keras.config.dtype_policy()
+    scope = None if remat in (None, "none") else keras.RematScope(mode=remat)
+    try:
+        if precision is not None:
+            keras.config.set_dtype_policy(precision)
+        if scope is not None:
+            scope.__enter__()
+        yield
+    finally:
+        if scope is not None:
+            _exit_remat_scope(scope)
+        keras.config.set_dtype_policy(previous)
+
+
+def given_flags(parser, argv=None):
+    """The dest names of the flags given on the command line (even at their default value).
+
+    Example:
+
+    >>> from kzoo.training import runner
+    >>> sorted(runner.given_flags(runner.make_parser(""), ["--lr", "1e-3", "--smoke"]))
+    ['lr', 'smoke']
+    """
+    import copy
+
+    # The same parser with no defaults: only the flags given set an attribute.
+    probe = copy.deepcopy(parser)
+    probe._defaults = {}
+    for action in probe._actions:
+        action.default = argparse.SUPPRESS
+    return set(vars(probe.parse_args(argv)))
+
+
 def help_missing(parser):
     """The flags of `parser` without help text (every flag needs one)."""
     return [a.option_strings[0] for a in parser._actions
@@ -291,12 +417,54 @@ class Run:
         keras.config.set_dtype_policy(args.precision)
         # Layers record the remat mode when they are created, so the scope is
         # open from here (before the recipe builds its model) until compile().
-        remat = None if args.remat == "none" else args.remat
-        why = _full_remat_unsupported(self.backend, args.precision)
+        _set_remat_scope(self._remat_mode(args.remat, args.precision, tell=True))
+
+    def _remat_mode(self, remat, precision, tell=False):
+        """The RematScope mode `--remat` runs as on this backend and policy (or None)."""
+        remat = None if remat == "none" else remat
+        why = _full_remat_unsupported(self.backend, precision)
         if remat == "full" and why:
-            print(f"note: {why}, so --remat full rematerialises the activations only here.")
+            if tell:
+                print(f"note: {why}, so --remat full rematerialises the activations only "
+                      "here.")
             remat = "activations"
-        _set_remat_scope(remat)
+        return remat
+
+    def settings(self, overrides=None):
+        """The flags with `overrides` (flag dest names, `OVERRIDABLE`) applied.
+
+        Args:
+            overrides: dict or None. Values for one model only, under the
+                flags' own names: `{"lr": 3e-3, "optimizer": "adamw"}`.
+
+        Returns:
+            An `argparse.Namespace` like `args`; `args` itself is unchanged.
+        """
+        overrides = dict(overrides or {})
+        unknown = sorted(set(overrides) - set(OVERRIDABLE))
+        if unknown:
+            raise ValueError(
+                f"Received overrides for {unknown}, which are not per-model runner flags; "
+                f"expected flag names among {list(OVERRIDABLE)}, such as 'lr'.")
+        return argparse.Namespace(**{**vars(self.args), **overrides})
+
+    @contextlib.contextmanager
+    def building(self, overrides=None):
+        """Build models under the run's `--precision` and `--remat`, restored on exit.
+
+        The scoped alternative to the process-wide scope `Run()` opens for a
+        recipe's one model: a search builds one model per trial, each inside
+        `with run.building(overrides):`, and the policy and remat mode are
+        restored after each (KerasTuner clears the Keras session between
+        trials, which drops process-wide ones).
+
+        Args:
+            overrides: dict or None. Per-model flags (`"precision"`, `"remat"`).
+        """
+        a = self.settings(overrides)
+        _set_remat_scope(None)  # the process-wide scope of Run() ends here
+        with building(a.precision, self._remat_mode(a.remat, a.precision)):
+            yield
 
     # === The run folder ===
     def _check_folder(self):
@@ -436,19 +604,23 @@ class Run:
     # === Optimisation ===
     @property
     def steps_per_epoch(self):
-        n = self.train_size or 1000 * self.args.batch_size
-        return max(1, math.ceil(n / self.args.batch_size))
+        return self._steps_per_epoch(self.args.batch_size)
 
-    def learning_rate(self):
+    def _steps_per_epoch(self, batch_size):
+        n = self.train_size or 1000 * batch_size
+        return max(1, math.ceil(n / batch_size))
+
+    def learning_rate(self, overrides=None):
         """The learning rate or schedule chosen by `--lr` and `--schedule`."""
-        a = self.args
-        total = self.steps_per_epoch * self.epochs
+        a = self.settings(overrides)
+        steps_per_epoch = self._steps_per_epoch(a.batch_size)
+        total = steps_per_epoch * self.epochs
         if a.schedule in ("constant", "plateau"):
             return a.lr
         if a.schedule == "cosine":
             return keras.optimizers.schedules.CosineDecay(a.lr, decay_steps=total)
         if a.schedule == "warmup_cosine":
-            warmup = min(total - 1, int(a.warmup_epochs * self.steps_per_epoch))
+            warmup = min(total - 1, int(a.warmup_epochs * steps_per_epoch))
             return keras.optimizers.schedules.CosineDecay(
                 0.0, decay_steps=max(1, total - warmup), warmup_target=a.lr,
                 warmup_steps=max(0, warmup),
@@ -463,60 +635,63 @@ class Run:
             a.lr, decay_steps=max(1, total), decay_rate=0.01
         )
 
-    def make_optimizer(self, lr=None):
-        """Build the optimizer chosen by the flags (clipping, accumulation, decay)."""
-        a = self.args
+    def make_optimizer(self, lr=None, overrides=None):
+        """Build the optimizer chosen by the flags (clipping, accumulation, decay).
+
+        Args:
+            lr: float, schedule or None. Replaces `--lr` and `--schedule`.
+            overrides: dict or None. Per-model flags (see `settings`).
+        """
+        a = self.settings(overrides)
         _set_remat_scope(None)  # models that compile themselves are built by now
-        common = {
-            "learning_rate": self.learning_rate() if lr is None else lr,
-            "global_clipnorm": a.grad_clip,
-            "gradient_accumulation_steps": a.grad_accum if a.grad_accum > 1 else None,
-        }
-        if a.weight_decay:
-            common["weight_decay"] = a.weight_decay
-        # kzoo's classes: saved under backend-neutral names (Keras' torch classes are not).
-        if a.optimizer == "sgd":
-            return optimizers.SGD(momentum=0.9, nesterov=True, **common)
-        cls = {
-            "adam": optimizers.Adam,
-            "adamw": optimizers.AdamW,
-            "rmsprop": optimizers.RMSprop,
-            "nadam": optimizers.Nadam,
-            "lion": optimizers.Lion,
-        }[a.optimizer]
-        if a.optimizer == "adamw" and not a.weight_decay:
-            common["weight_decay"] = 0.004  # AdamW's own default
-        return cls(**common)
+        return make_optimizer(
+            a.optimizer, self.learning_rate(overrides) if lr is None else lr,
+            weight_decay=a.weight_decay, grad_clip=a.grad_clip, grad_accum=a.grad_accum)
 
     @property
     def jit_compile(self):
         return {"auto": "auto", "true": True, "false": False}[self.args.jit_compile]
 
-    def compile(self, model, loss="default", metrics="default", **kwargs):
+    def compile(self, model, loss="default", metrics="default", overrides=None, record=True,
+                **kwargs):
         """Compile `model` with the flags' optimizer.
 
         `loss="default"` is sparse categorical cross-entropy on logits with
         `--label-smoothing` (one-hot internally when smoothing); `metrics`
         defaults to accuracy. `loss=None` leaves the model's own loss (for
         models that define `compute_loss`).
+
+        Args:
+            model: keras.Model. The built model.
+            loss, metrics: as in `model.compile`, with the defaults above.
+            overrides: dict or None. Flags for this model only, under the
+                flags' own dest names (`OVERRIDABLE`), such as
+                `{"lr": 3e-3, "optimizer": "adamw", "l2": 1e-4}`: a search's
+                trial. Defaults to None (the flags as given).
+            record: bool. Record the model in the run folder's `run.json`
+                (its fingerprint, checked by `--resume`). False for a model
+                that something else records, such as a KerasTuner trial.
+                Defaults to True.
+            **kwargs: passed to `model.compile`.
         """
-        if not self.args.find_lr:
+        a = self.settings(overrides)
+        if record and not a.find_lr:
             self._claim()
             self._record_model(model)
         if loss == "default":
-            loss = classification_loss(self.args.label_smoothing)
+            loss = classification_loss(a.label_smoothing)
         if metrics == "default":
             metrics = ["accuracy"] if loss is not None else None
-        if self.args.l1 or self.args.l2:
-            add_weight_penalty(model, l1=self.args.l1, l2=self.args.l2)
-        if self.args.remat != "none":
+        if a.l1 or a.l2:
+            add_weight_penalty(model, l1=a.l1, l2=a.l2)
+        if a.remat != "none":
             # The model exists now; ops created while tracing must not be remat'd.
             _set_remat_scope(None)
             _remat_layers_only(model)
         # The range test drives a constant rate itself.
-        lr = self.args.find_lr_range[0] if self.args.find_lr else None
+        lr = a.find_lr_range[0] if a.find_lr else None
         model.compile(
-            optimizer=self.make_optimizer(lr=lr),
+            optimizer=self.make_optimizer(lr=lr, overrides=overrides),
             loss=loss,
             metrics=metrics,
             jit_compile=self.jit_compile,
@@ -527,7 +702,7 @@ class Run:
         return model
 
     # === Training ===
-    def callbacks(self, monitor=None, phase=None):
+    def callbacks(self, monitor=None, phase=None, overrides=None):
         """The standard callbacks, wired to the run folder.
 
         Args:
@@ -535,8 +710,9 @@ class Run:
                 Defaults to "val_loss".
             phase: str or None. A named training phase before the main one
                 (BERT's pretraining): its files go under `<phase>/`.
+            overrides: dict or None. Per-model flags (`patience`, `schedule`).
         """
-        a = self.args
+        a = self.settings(overrides)
         monitor = monitor or "val_loss"
         key = phase or "main"
         folder = self.dir / phase if phase else self.dir
@@ -564,6 +740,12 @@ class Run:
         elif not getattr(self, "_told_tensorboard", False):
             self._told_tensorboard = True
             print("note: no TensorBoard logs (they need tensorflow and tensorboard installed).")
+        return cbs + self._flag_callbacks(monitor, a)
+
+    @staticmethod
+    def _flag_callbacks(monitor, a):
+        """Early stopping (`--patience`) and `--schedule plateau`, watching `monitor`."""
+        cbs = []
         if a.patience > 0:
             cbs.append(
                 keras.callbacks.EarlyStopping(
@@ -579,21 +761,55 @@ class Run:
         return cbs
 
     def fit(self, model, x, y=None, validation_data=None, callbacks=(), monitor=None,
-            phase=None, **kwargs):
+            phase=None, overrides=None, record=True, **kwargs):
         """`model.fit` with the flags' epochs and batch size and the standard callbacks.
 
         A recipe that trains twice (pretraining, then the task) names the first
         phase (`phase="pretrain"`); each phase has its own history, best model
         and backups, and `--resume` continues the phase that was interrupted.
+
+        Args:
+            model: keras.Model. A model compiled by `compile`.
+            x, y, validation_data: as in `model.fit`.
+            callbacks: more callbacks, after the runner's.
+            monitor: str. What `best.keras`, `--patience` and `--schedule
+                plateau` watch. Defaults to "val_loss" ("loss" without
+                validation data).
+            phase: str or None. A named training phase before the main one;
+                with `record=False`, the name of the subfolder of `debug/`
+                that the `--debug-*` reports go to (a trial's).
+            overrides: dict or None. Flags for this fit only, under their dest
+                names (`OVERRIDABLE`): `batch_size`, `patience`, `schedule`.
+            record: bool. Keep the run folder's record of this fit
+                (history.csv, best.keras, backups, run.json progress and
+                `--resume`, stopping the run if the loss diverges). False for
+                a fit that something else records, such as a KerasTuner
+                trial: it keeps the flags' callbacks (`--patience`,
+                `--schedule plateau`, `--debug-*`) and stops on a NaN loss.
+                Defaults to True.
+            **kwargs: passed to `model.fit` (`epochs` and `verbose` replace
+                the flags').
         """
+        a = self.settings(overrides)
         if validation_data is None and monitor is None:
             monitor = "loss"
-        verbose = self.args.verbose
+        verbose = kwargs.pop("verbose", a.verbose)
         if verbose is None:
             verbose = 1 if sys.stdout.isatty() else 2
         _set_remat_scope(None)
-        if self.args.find_lr:
+        if a.find_lr:
             return self.find_lr(model, x, y, verbose=verbose)
+        if not record:
+            folder = self.dir / "debug" / phase if phase else None
+            extra = self.debug_callbacks(model, x, y, folder=folder)
+            kwargs.setdefault("batch_size", None if _is_dataset(x) else a.batch_size)
+            kwargs.setdefault("epochs", self.epochs)
+            x, y, kwargs = self._distribute_inputs(x, y, kwargs)
+            self._prepare_fit(model, x, y, kwargs)
+            cbs = [keras.callbacks.TerminateOnNaN(),
+                   *self._flag_callbacks(monitor or "val_loss", a), *extra, *callbacks]
+            return model.fit(x, y, validation_data=validation_data, callbacks=cbs,
+                             verbose=verbose, **kwargs)
         self._claim()
         if model not in self._models:
             self._record_model(model)
@@ -606,15 +822,16 @@ class Run:
         if phase:
             (self.dir / phase).mkdir(exist_ok=True)
         extra = self.debug_callbacks(model, x, y)
-        kwargs.setdefault("batch_size", None if _is_dataset(x) else self.args.batch_size)
+        kwargs.setdefault("batch_size", None if _is_dataset(x) else a.batch_size)
+        kwargs.setdefault("epochs", self.epochs)
         x, y, kwargs = self._distribute_inputs(x, y, kwargs)
         self._prepare_fit(model, x, y, kwargs)
         history = model.fit(
             x,
             y,
-            epochs=self.epochs,
             validation_data=validation_data,
-            callbacks=self.callbacks(monitor, phase=phase) + extra + list(callbacks),
+            callbacks=self.callbacks(monitor, phase=phase, overrides=overrides) + extra
+            + list(callbacks),
             verbose=verbose,
             **kwargs,
         )
@@ -697,15 +914,18 @@ class Run:
         raise SystemExit(0)
 
     # === Debugging ===
-    def debug_callbacks(self, model, x, y=None):
-        """Callbacks for `--debug-*` flags (and the `--gradient-check` report)."""
+    def debug_callbacks(self, model, x, y=None, folder=None):
+        """Callbacks for `--debug-*` flags (and the `--gradient-check` report).
+
+        Their reports go to `folder` (default: `debug/` in the run folder).
+        """
         from kzoo.training import debugging
 
         a = self.args
         if not (a.debug_gradients or a.debug_activations or a.debug_weights or a.gradient_check):
             return []
-        folder = self.dir / "debug"
-        folder.mkdir(exist_ok=True)
+        folder = Path(folder) if folder is not None else self.dir / "debug"
+        folder.mkdir(parents=True, exist_ok=True)
         bx, by = _first_batch(x, y, min(self.args.batch_size, 32))
         cbs = []
         if a.gradient_check:
@@ -948,11 +1168,20 @@ def _set_remat_scope(mode):
     """Open a `keras.RematScope(mode)` for the layers created from now on."""
     global _remat_scope
     if _remat_scope is not None:
-        _remat_scope.__exit__(None, None, None)
+        _exit_remat_scope(_remat_scope)
         _remat_scope = None
     if mode is not None:
         _remat_scope = keras.RematScope(mode=mode)
         _remat_scope.__enter__()
+
+
+def _exit_remat_scope(scope):
+    """Close `scope`, even after `keras.backend.clear_session()` dropped Keras' scope stack."""
+    from keras.src.backend.common import global_state
+
+    stack = global_state.get_global_attribute("remat_scope_stack")
+    if stack and scope in stack:
+        stack.remove(scope)
 
 
 def _full_remat_unsupported(backend, precision):

@@ -47,7 +47,7 @@ import keras
 import numpy as np
 
 import kzoo
-from kzoo import optimizers
+from kzoo.training import runner
 from kzoo.training.checkpoint import save_figure
 
 try:
@@ -59,7 +59,12 @@ except ImportError as err:  # the optional 'tune' extra
     ) from err
 
 TUNERS = ("random", "bayesian", "hyperband")
+#: The optimizers the default space chooses from (any of `runner.OPTIMIZERS` can be searched).
 OPTIMIZERS = ("adam", "sgd", "rmsprop")
+#: Training hyperparameters named otherwise than the runner flag they set.
+FLAG_NAMES = {"learning_rate": "lr"}
+#: Runner flags a search may set per trial, by dest name (`--space label_smoothing=0..0.2`).
+TRIAL_FLAGS = tuple(f for f in runner.OVERRIDABLE if f not in ("precision", "remat", "lr"))
 
 
 # === Hyperparameter specs ===
@@ -295,7 +300,7 @@ def _yamlish(spec):
 
 
 # === Search spaces per family ===
-#: Hyperparameters every family shares; they configure the optimizer and fit.
+#: Hyperparameters every family shares; they set runner flags (`FLAG_NAMES`) per trial.
 TRAINING_SPACE = {
     # Log scale: the useful rates span two orders of magnitude.
     "learning_rate": Range(1e-4, 1e-2, log=True),
@@ -446,11 +451,21 @@ def search_space(name, overrides=None):
     params = {k: v for k, v in family.params.items() if family.to_kwargs or k in entry.defaults}
     space = {**params, **TRAINING_SPACE}
     for key, param in (overrides or {}).items():
-        if key not in space and key not in entry.defaults:
+        key = "learning_rate" if key == "lr" else key  # the flag's name for the same thing
+        if key not in space and key not in entry.defaults and key not in TRIAL_FLAGS:
             raise ValueError(
                 f"Received a search-space override for {key!r}, which model {name!r} does not "
-                f"take; expected one of {sorted(set(space) | set(entry.defaults))}."
+                "take and is not a per-trial runner flag; expected one of "
+                f"{sorted(set(space) | set(entry.defaults) | set(TRIAL_FLAGS))}."
             )
+        if key == "optimizer":
+            options = param.values if param.kind == "choice" else (param.value,)
+            unknown = [o for o in options if o not in runner.OPTIMIZERS]
+            if unknown:
+                raise ValueError(
+                    f"Received optimizer={param.describe()} in the search space; expected "
+                    f"optimizers among {list(runner.OPTIMIZERS)}, such as optimizer=adam|lion."
+                )
         if key in ("input_shape", "image_shape", "num_classes", "num_outputs", "name"):
             raise ValueError(
                 f"Received a search-space override for {key!r}; it is set from the data, so "
@@ -461,34 +476,60 @@ def search_space(name, overrides=None):
 
 
 # === Hypermodel ===
-def make_optimizer(name, learning_rate, weight_decay=None, clipnorm=None):
-    """Build a Keras optimizer by name with decoupled weight decay."""
-    common = {"learning_rate": learning_rate, "weight_decay": weight_decay or None,
-              "global_clipnorm": clipnorm}
-    if name == "sgd":
-        return keras.optimizers.SGD(momentum=0.9, nesterov=True, **common)
-    if name == "rmsprop":
-        return keras.optimizers.RMSprop(**common)
-    if name == "adam":
-        return optimizers.Adam(**common)
-    raise ValueError(f"Received optimizer={name!r}; expected one of {list(OPTIMIZERS)}.")
+def training_names(model_name, names):
+    """The names among `names` that set runner flags for model `model_name`.
+
+    `TRAINING_SPACE` names always do; another name does when it is a
+    per-trial runner flag (`TRIAL_FLAGS`) and no argument of the model's
+    builder (an MLP's own `l2` stays the model's).
+    """
+    defaults = kzoo.registry.get_entry(model_name).defaults
+    return [n for n in names if n in TRAINING_SPACE or (n in TRIAL_FLAGS and n not in defaults)]
+
+
+def flag_overrides(training):
+    """Sampled training values under the runner flags' own names (`Run.compile` overrides).
+
+    Example:
+
+    >>> from kzoo.training.tuning import flag_overrides
+    >>> flag_overrides({"learning_rate": 3e-3, "optimizer": "lion", "batch_size": 32})
+    {'lr': 0.003, 'optimizer': 'lion', 'batch_size': 32}
+    """
+    return {FLAG_NAMES.get(k, k): v for k, v in training.items()}
+
+
+def flag_option(name):
+    """The command-line flag a training hyperparameter sets: `learning_rate` -> `--lr`."""
+    return "--" + FLAG_NAMES.get(name, name).replace("_", "-")
 
 
 class ZooHyperModel(keras_tuner.HyperModel):
     """A KerasTuner hypermodel for a registered kzoo classifier.
 
-    `build(hp)` samples the space, maps it onto `create_model` kwargs and
-    compiles with the sampled optimizer; `fit(hp, model, ...)` trains with the
-    sampled batch size.
+    `build(hp)` samples the space and maps it onto `create_model` kwargs and
+    runner flags; with a `run`, it builds inside `run.building()` (the
+    run's `--precision` and `--remat`, for this trial only) and compiles
+    with `run.compile(model, overrides=...)`, and `fit(hp, model, ...)`
+    trains with `run.fit(model, ..., overrides=..., record=False)`: every
+    runner flag means what it means in any recipe, and the sampled training
+    values (`learning_rate`, `optimizer`, `weight_decay`, `batch_size`, or
+    any `TRIAL_FLAGS` name put in the space) override the flags of the same
+    name for their trial.
 
     Args:
         model_name: str. A registered model name.
         space: dict. Name to `Param`, from `search_space`.
         model_kwargs: dict. Fixed `create_model` kwargs (input shape, classes).
-        loss: Keras loss. Defaults to sparse cross-entropy on logits.
-        clipnorm: float or None. Global gradient-norm clipping.
-        jit_compile: bool or "auto". Passed to `model.compile`. Defaults to
-            "auto".
+        run: `kzoo.training.runner.Run` or None. The run whose flags every
+            trial trains with. Without one, trials compile with the runner's
+            optimizer factory (`runner.make_optimizer`) and Keras' defaults.
+            Defaults to None.
+        loss: Keras loss or "default". "default" is the runner's
+            cross-entropy on logits (with the trial's `--label-smoothing`).
+            Defaults to "default".
+        monitor: str. What `--patience` and `--schedule plateau` watch.
+            Defaults to "val_loss".
 
     Example:
 
@@ -497,19 +538,20 @@ class ZooHyperModel(keras_tuner.HyperModel):
     >>> hm = tuning.ZooHyperModel("mlp", tuning.search_space("mlp"),
     ...                           {"input_shape": (4,), "num_classes": 3})
     >>> model = hm.build(keras_tuner.HyperParameters())
-    >>> model.output_shape
-    (None, 3)
+    >>> model.output_shape, type(model.optimizer).__module__
+    ((None, 3), 'kzoo.optimizers')
     """
 
-    def __init__(self, model_name, space, model_kwargs, loss=None, clipnorm=None,
-                 jit_compile="auto"):
+    def __init__(self, model_name, space, model_kwargs, run=None, loss="default",
+                 monitor="val_loss"):
         super().__init__(name=model_name)
-        self.jit_compile = jit_compile
         self.model_name = model_name
         self.space = dict(space)
         self.model_kwargs = dict(model_kwargs)
-        self.loss = loss or keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-        self.clipnorm = clipnorm
+        self.run = run
+        self.loss = loss
+        self.monitor = monitor
+        self.trial_id = None  # set by the tuner before each trial
 
     def values(self, hp):
         """Declare every hyperparameter on `hp` and return the sampled values."""
@@ -518,33 +560,66 @@ class ZooHyperModel(keras_tuner.HyperModel):
     def model_and_training_kwargs(self, values):
         """Split sampled values into `create_model` kwargs and training settings."""
         values = dict(values)
-        training = {k: values.pop(k) for k in TRAINING_SPACE if k in values}
+        training = {k: values.pop(k) for k in training_names(self.model_name, list(values))}
         entry = kzoo.registry.get_entry(self.model_name)
         family = family_space(self.model_name)
         kwargs = family.to_kwargs(values, entry) if family.to_kwargs else {}
         kwargs.update({k: v for k, v in values.items() if k in entry.defaults})
         return {**kwargs, **self.model_kwargs}, training
 
+    def overridden_flags(self):
+        """The runner flags the search sets per trial, instead of the command line's values.
+
+        Returns:
+            dict of flag (`--lr`) to the hyperparameter that sets it
+            (`learning_rate`). A hyperparameter fixed at the flag's own value
+            overrides nothing.
+        """
+        found = {}
+        for name in training_names(self.model_name, list(self.space)):
+            param, flag = self.space[name], FLAG_NAMES.get(name, name)
+            given = getattr(self.run.args, flag, None) if self.run is not None else None
+            if param.kind == "fixed" and given is not None and param.value == given:
+                continue
+            found[flag_option(name)] = name
+        return found
+
+    def _overrides(self, values):
+        names = training_names(self.model_name, list(values))
+        return flag_overrides({k: values[k] for k in names})
+
     def build(self, hp):
         kwargs, training = self.model_and_training_kwargs(self.values(hp))
-        model = kzoo.create_model(self.model_name, **kwargs)
-        model.compile(
-            optimizer=make_optimizer(
-                training.get("optimizer", "adam"),
-                training.get("learning_rate", 1e-3),
-                training.get("weight_decay"),
-                self.clipnorm,
-            ),
-            loss=self.loss,
-            metrics=["accuracy"],
-            jit_compile=self.jit_compile,
-        )
-        return model
+        overrides = flag_overrides(training)
+        loss = self.loss
+        if self.run is None:
+            if loss == "default":
+                loss = runner.classification_loss(overrides.get("label_smoothing", 0.0))
+            with runner.building():
+                model = kzoo.create_model(self.model_name, **kwargs)
+            model.compile(
+                optimizer=runner.make_optimizer(
+                    overrides.get("optimizer", "adam"), overrides.get("lr", 1e-3),
+                    weight_decay=overrides.get("weight_decay", 0.0),
+                    grad_clip=overrides.get("grad_clip"),
+                    grad_accum=overrides.get("grad_accum", 1)),
+                loss=loss,
+                metrics=["accuracy"],
+            )
+            return model
+        with self.run.building():
+            model = kzoo.create_model(self.model_name, **kwargs)
+        return self.run.compile(model, loss=loss, overrides=overrides, record=False)
 
     def fit(self, hp, model, *args, **kwargs):
-        if "batch_size" in self.space:
-            kwargs["batch_size"] = hp.get("batch_size")
-        return model.fit(*args, **kwargs)
+        overrides = self._overrides(hp.values)
+        if self.run is None:
+            if "batch_size" in overrides:
+                kwargs["batch_size"] = overrides["batch_size"]
+            return model.fit(*args, **kwargs)
+        phase = f"trial_{self.trial_id}" if self.trial_id is not None else None
+        return self.run.fit(model, *args, monitor=self.monitor, phase=phase,
+                            overrides=overrides, record=False, **kwargs)
 
 
 # === Tuners ===
@@ -593,6 +668,11 @@ class _ZooTuner:
             _serve_chief(self.oracle)
             return
         super().search(*args, **kwargs)
+
+    def run_trial(self, trial, *args, **kwargs):
+        # The hypermodel names the trial's --debug-* folder after it.
+        self.hypermodel.trial_id = trial.trial_id
+        return super().run_trial(trial, *args, **kwargs)
 
     def _build_hypermodel(self, hp):
         with warnings.catch_warnings():
@@ -893,12 +973,13 @@ def write_report(tuner, hypermodel, out_dir, objective="val_loss", title=""):
 
     Files in `out_dir`: `trials.md` (ranked Markdown table), `trials.json`
     (every trial: status, metrics, values, error), `best_hyperparameters.json`
-    (the values, the `create_model` kwargs and training settings they map to)
-    and `search.png`.
+    (the values, the `create_model` kwargs and training settings they map to,
+    and the runner flags they set) and `search.png`. Both `trials.md` and
+    the returned dict name the runner flags the search overrode.
 
     Returns:
         dict with `table`, `completed`, `failed`, `best` (a `TrialRow` or
-        None) and `importance`.
+        None), `importance` and `overridden_flags` (flag to hyperparameter).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -906,7 +987,9 @@ def write_report(tuner, hypermodel, out_dir, objective="val_loss", title=""):
     rows = trial_rows(tuner)
     space = hypermodel.space
     table = markdown_table(rows, objective, list(space), direction)
-    (out_dir / "trials.md").write_text(table + "\n")
+    overridden = hypermodel.overridden_flags()
+    note = overridden_note(overridden)
+    (out_dir / "trials.md").write_text(table + "\n" + (f"\n{note}\n" if note else ""))
     (out_dir / "trials.json").write_text(json.dumps(
         [dataclasses.asdict(r) for r in rows], indent=2, default=str) + "\n")
     ranking = importance(rows, space)
@@ -924,6 +1007,8 @@ def write_report(tuner, hypermodel, out_dir, objective="val_loss", title=""):
             "hyperparameters": values,
             "create_model_kwargs": {k: _jsonable(v) for k, v in model_kwargs.items()},
             "training": training,
+            "flags": {flag_option(k): _jsonable(v) for k, v in training.items()
+                      if flag_option(k) in overridden},
             "importance": ranking,
         }
         (out_dir / "best_hyperparameters.json").write_text(
@@ -935,7 +1020,18 @@ def write_report(tuner, hypermodel, out_dir, objective="val_loss", title=""):
         "best": best,
         "importance": ranking,
         "rows": rows,
+        "overridden_flags": overridden,
     }
+
+
+def overridden_note(overridden):
+    """One sentence naming the runner flags a search set per trial (empty if none)."""
+    if not overridden:
+        return ""
+    named = ", ".join(f"{flag} ({name})" if name in FLAG_NAMES else flag
+                      for flag, name in overridden.items())
+    return (f"The search set these runner flags per trial, overriding the command line: "
+            f"{named}.")
 
 
 def _jsonable(v):
