@@ -43,8 +43,8 @@ PAUSING_RUN = textwrap.dedent(
                 time.sleep(600)
 
     standard = runner.Run.callbacks
-    runner.Run.callbacks = lambda self, monitor=None, phase=None: (
-        standard(self, monitor, phase) + [PauseMidEpoch()])
+    runner.Run.callbacks = lambda self, monitor=None, phase=None, **kwargs: (
+        standard(self, monitor, phase, **kwargs) + [PauseMidEpoch()])
     sys.argv = [recipe, *argv]
     runpy.run_path(recipe, run_name="__main__")
     """

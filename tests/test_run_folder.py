@@ -177,8 +177,8 @@ def test_runs_without_resume_can_be_resumed_and_history_has_each_epoch_once(tmp_
                 raise KeyboardInterrupt
 
     standard = runner.Run.callbacks
-    runner.Run.callbacks = lambda self, monitor=None, phase=None: (
-        standard(self, monitor, phase) + [Stop()])
+    runner.Run.callbacks = lambda self, monitor=None, phase=None, **kwargs: (
+        standard(self, monitor, phase, **kwargs) + [Stop()])
     try:
         with pytest.raises(KeyboardInterrupt):
             mlp(["--epochs", "3", "--output-dir", str(folder), *TINY])
@@ -214,8 +214,8 @@ class PoisonAt(keras.callbacks.Callback):
 
 def _with_callback(callback, argv):
     standard = runner.Run.callbacks
-    runner.Run.callbacks = lambda self, monitor=None, phase=None: (
-        standard(self, monitor, phase) + [callback])
+    runner.Run.callbacks = lambda self, monitor=None, phase=None, **kwargs: (
+        standard(self, monitor, phase, **kwargs) + [callback])
     try:
         return mlp(argv)
     finally:
@@ -368,8 +368,8 @@ def test_two_concurrent_writers_one_is_refused(tmp_path):
                         time.sleep(0.1)
 
         standard = runner.Run.callbacks
-        runner.Run.callbacks = lambda self, monitor=None, phase=None: (
-            standard(self, monitor, phase) + [Pause()])
+        runner.Run.callbacks = lambda self, monitor=None, phase=None, **kwargs: (
+            standard(self, monitor, phase, **kwargs) + [Pause()])
         sys.argv = sys.argv[1:]
         runpy.run_path(sys.argv[0], run_name="__main__")
         """))
