@@ -11,8 +11,9 @@ reuses it.
 
 PyTorch on CPU does the same: oneDNN's convolutions and the other large ops
 take their outputs from `malloc`, so a convolution network's step faults in
-every activation anew (the measurement: kzoo's simple_cnn inference on torch
-with and without it, `benchmarks/results/accelerators/`).
+every activation anew (the measurement: `KERAS_BACKEND=torch python -m
+benchmarks.page_faults simple_cnn --infer`, with and without
+`--glibc-default`; figures in `benchmarks/README.md`).
 
 The cost: the process keeps its peak heap (it does not shrink after a large
 step), and threads share one arena lock. It was measured for JAX and PyTorch

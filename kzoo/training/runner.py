@@ -1176,11 +1176,25 @@ def _set_remat_scope(mode):
 
 
 def _exit_remat_scope(scope):
-    """Close `scope`, even after `keras.backend.clear_session()` dropped Keras' scope stack."""
-    from keras.src.backend.common import global_state
+    """Close `scope`, even after `keras.backend.clear_session()` dropped Keras' scope stack.
 
+    The public `scope.__exit__` pops the top of Keras' stack, whichever scope
+    that is, and fails on a cleared stack. Only then, or when `scope` is not
+    on top, is Keras' private stack read (`keras.src.backend.common.
+    global_state`, Keras 3.x); where it is missing, there is nothing to close.
+    """
+    try:
+        from keras.src.backend.common import global_state
+    except ImportError:  # another Keras layout: the public exit is all there is
+        with contextlib.suppress(AttributeError, IndexError):
+            scope.__exit__(None, None, None)
+        return
     stack = global_state.get_global_attribute("remat_scope_stack")
-    if stack and scope in stack:
+    if not stack or scope not in stack:
+        return  # cleared by clear_session(): already closed
+    if stack[-1] is scope:
+        scope.__exit__(None, None, None)
+    else:
         stack.remove(scope)
 
 
@@ -1262,8 +1276,8 @@ def _first_batch(x, y, n):
         return (batch[0], batch[1]) if isinstance(batch, (list, tuple)) else (batch, None)
 
     def cut(a):
-        if a is None or _is_dataset(a):  # a stream's batches are split by the strategy
-            return a
+        if a is None:
+            return None
         if isinstance(a, dict):
             return {k: cut(v) for k, v in a.items()}
         if isinstance(a, (list, tuple)):
