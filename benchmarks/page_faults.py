@@ -32,8 +32,13 @@ def main(argv=None):
                         help="skip kzoo.backend.memory.retain_freed_memory (to compare)")
     parser.add_argument("--infer", action="store_true",
                         help="time the inference step instead of the training step")
+    parser.add_argument("--force-retain", action="store_true",
+                        help="apply the memory setting even where kzoo does not (another "
+                             "backend or platform), to measure whether it should")
     args = parser.parse_args(argv)
-    if not args.glibc_default:
+    if args.force_retain:
+        memory._apply()
+    elif not args.glibc_default:
         memory.retain_freed_memory()
     contender = KzooContender(make_cases()[args.case], "auto")
     step = contender.infer_step if args.infer else contender.train_step

@@ -94,12 +94,17 @@ def retain_freed_memory():
     >>> isinstance(memory.retain_freed_memory(), bool)
     True
     """
-    global _applied
     if _applied:
         return True
     if os.environ.get("KZOO_RETAIN_MEMORY", "1").strip() == "0" or not (
             _jax_on_cpu() or _torch_on_cpu()):
         return False
+    return _apply()
+
+
+def _apply():
+    """Set glibc's options, whatever the backend; True if glibc took them (see above)."""
+    global _applied
     if not sys.platform.startswith("linux"):
         return False
     try:
