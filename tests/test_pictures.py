@@ -7,6 +7,7 @@ figures they save), and on the learning curve of a recipe's smoke run.
 
 import csv
 import json
+import re
 import runpy
 from pathlib import Path
 
@@ -26,6 +27,15 @@ def assert_readable(fig, title):
     for ax in fig.axes:
         if ax.get_xticks().size or ax.get_yticks().size:
             assert ax.get_xlabel() or ax.get_ylabel(), ax
+
+
+def assert_names_its_run(fig, backend, what=""):
+    """`fig` is titled with a run's recipe, model, dataset and `backend`, and is readable."""
+    shown = [fig.get_suptitle()] + [ax.get_title() for ax in fig.axes]
+    pattern = re.compile(rf"\S+ recipe: .+ \({backend} backend\)")
+    titles = [text for text in shown if pattern.search(text)]
+    assert titles, (what, shown)
+    assert_readable(fig, pattern.search(titles[0]).group(0))
 
 
 def whole_epoch_ticks(ax):
@@ -227,3 +237,62 @@ def test_rnn_recipe_forecast_plot_names_the_run_and_its_axes(tmp_path):
     assert (ax.get_xlabel(), ax.get_ylabel()) == ("test step", "standardised value")
     assert "first 30 test steps" in ax.get_title()
     assert_readable(fig, "rnn-forecast recipe: lstm_regressor on sine")
+
+
+# === The toolkit's reports: learning-rate range test and debugging ===
+def written_name(path):
+    """The file a figure is saved as: kzoo writes `.tmp-PID-NAME`, then renames it NAME."""
+    return re.sub(r"^\.tmp-\d+-", "", Path(path).name)
+
+
+def capture_saved_figures(monkeypatch):
+    """Record (file name, figure) of every figure saved from now on."""
+    import matplotlib.figure
+
+    saved, real = [], matplotlib.figure.Figure.savefig
+
+    def savefig(fig, path, *args, **kwargs):
+        saved.append((written_name(path), fig))
+        return real(fig, path, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", savefig)
+    return saved
+
+
+def test_lr_finder_and_debugging_plots_name_the_run_and_label_their_axes(tmp_path, monkeypatch):
+    saved = capture_saved_figures(monkeypatch)
+    main = runpy.run_path(str(ROOT / "recipes" / "mlp.py"))["main"]
+    with pytest.raises(SystemExit) as done:
+        main(["--smoke", "--hidden-units", "8", "--find-lr", "--verbose", "0",
+              "--output-dir", str(tmp_path / "find-lr")])
+    assert done.value.code in (0, None)
+    main(["--smoke", "--hidden-units", "8", "--debug-gradients", "--debug-activations",
+          "--debug-weights", "--verbose", "0", "--output-dir", str(tmp_path / "debug")])
+    figures = dict(saved)
+    assert {"lr_finder.png", "gradients.png", "activations.png", "weights.png",
+            "learning_curve.png"} <= set(figures), sorted(figures)
+    for name, fig in saved:
+        assert_names_its_run(fig, keras.config.backend(), what=name)
+    (sweep,) = figures["lr_finder.png"].axes
+    assert sweep.get_xscale() == "log" and sweep.get_xlabel() == "learning rate"
+    assert "learning-rate range test over 10 steps" in sweep.get_title()
+    (norms,) = figures["gradients.png"].axes
+    assert norms.get_xlabel() == "layer" and "epoch 1" in [
+        t.get_text() for t in norms.get_legend().get_texts()]
+    std, fractions = figures["activations.png"].axes
+    assert "after epoch 1" in std.get_title() and fractions.get_xlabel() == "layer"
+    (weights,) = figures["weights.png"].axes
+    assert (weights.get_xlabel(), weights.get_ylabel()) == ("variable", "weight value")
+
+
+def test_a_report_plot_without_the_run_in_its_title_fails_the_check(tmp_path):
+    from kzoo.training import debugging
+
+    rows = [{"variable": "dense/kernel", "mean": 0.0, "std": 1.0, "min": -2.0, "max": 2.0}]
+    fig = debugging.plot_weight_stats(rows, tmp_path / "w.png")
+    with pytest.raises(AssertionError):
+        assert_names_its_run(fig, keras.config.backend())
+    titled = debugging.plot_weight_stats(rows, tmp_path / "w.png", title=plots.run_title(
+        "mlp", "mlp", "digits", keras.config.backend()), epoch=3)
+    assert_names_its_run(titled, keras.config.backend())
+    assert titled.axes[0].get_title().endswith("weights after epoch 3")

@@ -3,7 +3,8 @@
 The recipes run here (in this process, tiny flags); one fresh interpreter
 then loads each run folder's `model.keras` and `best.keras` and runs
 `kzoo.predict` on what that model takes: text for models with a tokenizer,
-an image for image models, an array otherwise.
+an image for image models, an array otherwise. Every figure the recipes
+save is checked as it is written: it names its run and labels its axes.
 """
 
 import json
@@ -14,7 +15,10 @@ import sys
 import textwrap
 from pathlib import Path
 
+import keras
+import matplotlib.figure
 import pytest
+from test_pictures import assert_names_its_run, written_name
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -84,7 +88,15 @@ PREDICT_EVERY_RUN = textwrap.dedent(
 
 @pytest.mark.slow
 @pytest.mark.once
-def test_every_recipes_smoke_output_loads_and_predicts_in_a_fresh_process(tmp_path):
+def test_every_recipes_smoke_output_loads_and_predicts_in_a_fresh_process(tmp_path, monkeypatch):
+    saved = []  # (recipe, file name, figure) of every figure a recipe writes
+    real_savefig = matplotlib.figure.Figure.savefig
+
+    def savefig(fig, path, *args, **kwargs):
+        saved.append((recipe, written_name(path), fig))
+        return real_savefig(fig, path, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", savefig)
     folders = []
     for recipe, flags in TINY.items():
         if os.environ.get("KZOO_REUSE_RUNS"):  # a developer's shortcut: runs made before
@@ -97,6 +109,11 @@ def test_every_recipes_smoke_output_loads_and_predicts_in_a_fresh_process(tmp_pa
         main(["--smoke", "--verbose", "0", "--output-dir", str(folder), *flags])
         assert json.loads((folder / "run.json").read_text())["status"] == "complete", recipe
         folders.append(str(folder))
+    # The pictures: every recipe writes at least its learning curve, and each figure
+    # is titled with its run (recipe, model, dataset, backend) and labels its axes.
+    assert {r for r, _, _ in saved} >= set(TINY) - {"classics"}, sorted({r for r, _, _ in saved})
+    for recipe, name, fig in saved:
+        assert_names_its_run(fig, keras.config.backend(), what=f"{recipe}: {name}")
     env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     done = subprocess.run([sys.executable, "-c", PREDICT_EVERY_RUN, *folders], env=env,
                           capture_output=True, text=True, timeout=900)

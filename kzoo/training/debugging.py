@@ -329,59 +329,87 @@ def _pyplot():
     return plt
 
 
-def plot_gradient_norms(history, path, title="gradient norm per layer"):
-    """Plot gradient norms per layer (log scale) over the recorded epochs.
+def _titled(title, what):
+    return f"{title}\n{what}" if title else what
+
+
+def plot_gradient_norms(history, path, title="", epochs=None):
+    """Plot gradient norms per layer (log scale) over the recorded epochs; return the figure.
 
     Args:
-        history: list of `gradient_norms` results, one per epoch.
+        history: list of `gradient_norms` results, one per recorded epoch.
         path: str or Path. The PNG to write.
+        title: str. The first line of the title, such as the run's. Defaults to none.
+        epochs: list of int or None. The (1-based) epoch of each entry of
+            `history`. Defaults to 1, 2, ...
     """
+    epochs = list(epochs or range(1, len(history) + 1))
     plt = _pyplot()
     layers = [r["layer"] for r in history[-1]]
     fig, ax = plt.subplots(figsize=(max(6, 0.45 * len(layers) + 2), 4))
     for epoch, rows in enumerate(history):
         norms = {r["layer"]: r["grad_norm"] for r in rows}
         ax.plot(range(len(layers)), [max(norms.get(n, np.nan), 1e-12) for n in layers],
-                marker="o", label=f"epoch {epoch + 1}", alpha=0.5 + 0.5 * (epoch + 1) / len(history))
+                marker="o", label=f"epoch {epochs[epoch]}",
+                alpha=0.5 + 0.5 * (epoch + 1) / len(history))
     for i, r in enumerate(history[-1]):
         if r["flag"]:
             ax.annotate(r["flag"], (i, max(r["grad_norm"], 1e-12)), color="red", fontsize=8)
     ax.set_yscale("log")
     ax.set_xticks(range(len(layers)), layers, rotation=60, ha="right", fontsize=8)
-    ax.set_ylabel("gradient L2 norm")
-    ax.set_title(title)
+    ax.set_xlabel("layer")
+    ax.set_ylabel("gradient L2 norm (log scale)")
+    ax.set_title(_titled(title, "gradient norm per layer on a fixed batch"))
     ax.grid(alpha=0.3)
     if len(history) <= 10:
         ax.legend(fontsize=7)
     fig.tight_layout()
     save_figure(fig, path)
     plt.close(fig)
+    return fig
 
 
-def plot_activation_stats(rows, path, title="activations"):
-    """Plot each layer's output std, dead fraction and saturated fraction."""
+def plot_activation_stats(rows, path, title="", epoch=None):
+    """Plot each layer's output std, dead fraction and saturated fraction; return the figure.
+
+    Args:
+        rows: the result of `activation_stats`.
+        path: str or Path. The PNG to write.
+        title: str. The first line of the title, such as the run's. Defaults to none.
+        epoch: int or None. The (1-based) epoch the rows are from, for the title.
+    """
     plt = _pyplot()
     names = [r["layer"] for r in rows]
     idx = np.arange(len(rows))
     fig, (a1, a2) = plt.subplots(2, 1, figsize=(max(6, 0.45 * len(rows) + 2), 6), sharex=True)
     a1.bar(idx, [r["std"] for r in rows], color="tab:blue")
     a1.set_ylabel("output std")
-    a1.set_title(title)
+    when = f" after epoch {epoch}" if epoch else ""
+    a1.set_title(_titled(title, f"layer outputs on a fixed batch{when}"))
     a2.bar(idx - 0.2, [r["dead_fraction"] or 0 for r in rows], 0.4, label="dead units (ReLU)")
     a2.bar(idx + 0.2, [r["saturated_fraction"] or 0 for r in rows], 0.4, label="saturated outputs")
     a2.set_ylim(0, 1)
     a2.set_ylabel("fraction")
     a2.legend(fontsize=8)
     a2.set_xticks(idx, names, rotation=60, ha="right", fontsize=8)
+    a2.set_xlabel("layer")
     for ax in (a1, a2):
         ax.grid(alpha=0.3)
     fig.tight_layout()
     save_figure(fig, path)
     plt.close(fig)
+    return fig
 
 
-def plot_weight_stats(rows, path, title="weights"):
-    """Plot each weight's mean +- std and its extremes."""
+def plot_weight_stats(rows, path, title="", epoch=None):
+    """Plot each weight's mean +- std and its extremes; return the figure.
+
+    Args:
+        rows: the result of `weight_stats`.
+        path: str or Path. The PNG to write.
+        title: str. The first line of the title, such as the run's. Defaults to none.
+        epoch: int or None. The (1-based) epoch the rows are from, for the title.
+    """
     plt = _pyplot()
     idx = np.arange(len(rows))
     fig, ax = plt.subplots(figsize=(max(6, 0.4 * len(rows) + 2), 4))
@@ -390,21 +418,27 @@ def plot_weight_stats(rows, path, title="weights"):
     ax.scatter(idx, [r["min"] for r in rows], marker="v", s=12, label="min")
     ax.scatter(idx, [r["max"] for r in rows], marker="^", s=12, label="max")
     ax.set_xticks(idx, [r["variable"] for r in rows], rotation=70, ha="right", fontsize=7)
-    ax.set_title(title)
+    ax.set_xlabel("variable")
+    ax.set_ylabel("weight value")
+    when = f" after epoch {epoch}" if epoch else ""
+    ax.set_title(_titled(title, f"weights{when}"))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
     save_figure(fig, path)
     plt.close(fig)
+    return fig
 
 
 # === Callbacks ===
 class _ReportCallback(keras.callbacks.Callback):
-    def __init__(self, directory, every, verbose):
+    def __init__(self, directory, every, verbose, title=""):
         super().__init__()
         self.directory = Path(directory)
         self.every = every
         self.verbose = verbose
+        self.title = str(title)
+        self.epochs = []  # the 1-based epoch of each entry of `history`
 
     def _write(self, stem, table, epoch):
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -427,12 +461,14 @@ class GradientNormMonitor(_ReportCallback):
         every: int. Record every `every` epochs. Defaults to 1.
         loss: as in `stateless_loss`. Defaults to the compiled loss.
         verbose: bool. Print the table too. Defaults to True.
+        title: str. The first line of the plot's title, such as the run's.
+            Defaults to none.
     """
 
     COLUMNS = ["layer", "params", "grad_norm", "weight_norm", "ratio", "flag"]
 
-    def __init__(self, x, y, directory, every=1, loss=None, verbose=True):
-        super().__init__(directory, every, verbose)
+    def __init__(self, x, y, directory, every=1, loss=None, verbose=True, title=""):
+        super().__init__(directory, every, verbose, title)
         self.x, self.y, self.loss = x, y, loss
         self.history = []
 
@@ -441,11 +477,13 @@ class GradientNormMonitor(_ReportCallback):
             return
         rows = gradient_norms(self.model, self.x, self.y, loss=self.loss)
         self.history.append(rows)
+        self.epochs.append(epoch + 1)
         self._write("gradients", format_table(rows, self.COLUMNS), epoch)
 
     def on_train_end(self, logs=None):
         if self.history:
-            plot_gradient_norms(self.history, self.directory / "gradients.png")
+            plot_gradient_norms(self.history, self.directory / "gradients.png",
+                                title=self.title, epochs=self.epochs)
 
 
 class ActivationMonitor(_ReportCallback):
@@ -459,13 +497,15 @@ class ActivationMonitor(_ReportCallback):
         directory: str or Path. Where the reports go.
         every: int. Record every `every` epochs. Defaults to 1.
         verbose: bool. Print the table too. Defaults to True.
+        title: str. The first line of the plot's title, such as the run's.
+            Defaults to none.
     """
 
     COLUMNS = ["layer", "activation", "shape", "mean", "std", "zero_fraction",
                "dead_fraction", "saturated_fraction"]
 
-    def __init__(self, x, directory, every=1, verbose=True):
-        super().__init__(directory, every, verbose)
+    def __init__(self, x, directory, every=1, verbose=True, title=""):
+        super().__init__(directory, every, verbose, title)
         self.x = x
         self.history = []
 
@@ -474,11 +514,13 @@ class ActivationMonitor(_ReportCallback):
             return
         rows = activation_stats(self.model, self.x)
         self.history.append(rows)
+        self.epochs.append(epoch + 1)
         self._write("activations", format_table(rows, self.COLUMNS), epoch)
 
     def on_train_end(self, logs=None):
         if self.history:
-            plot_activation_stats(self.history[-1], self.directory / "activations.png")
+            plot_activation_stats(self.history[-1], self.directory / "activations.png",
+                                  title=self.title, epoch=self.epochs[-1])
 
 
 class WeightMonitor(_ReportCallback):
@@ -488,12 +530,14 @@ class WeightMonitor(_ReportCallback):
         directory: str or Path. Where the reports go.
         every: int. Record every `every` epochs. Defaults to 1.
         verbose: bool. Print the table too. Defaults to False.
+        title: str. The first line of the plot's title, such as the run's.
+            Defaults to none.
     """
 
     COLUMNS = ["variable", "shape", "dtype", "mean", "std", "min", "max", "norm", "finite"]
 
-    def __init__(self, directory, every=1, verbose=False):
-        super().__init__(directory, every, verbose)
+    def __init__(self, directory, every=1, verbose=False, title=""):
+        super().__init__(directory, every, verbose, title)
         self.history = []
 
     def on_epoch_end(self, epoch, logs=None):
@@ -501,8 +545,10 @@ class WeightMonitor(_ReportCallback):
             return
         rows = weight_stats(self.model)
         self.history.append(rows)
+        self.epochs.append(epoch + 1)
         self._write("weights", format_table(rows, self.COLUMNS), epoch)
 
     def on_train_end(self, logs=None):
         if self.history:
-            plot_weight_stats(self.history[-1], self.directory / "weights.png")
+            plot_weight_stats(self.history[-1], self.directory / "weights.png",
+                              title=self.title, epoch=self.epochs[-1])

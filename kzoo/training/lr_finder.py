@@ -40,6 +40,8 @@ class LRFinder(keras.callbacks.Callback):
             Defaults to True.
         path: str, Path or None. Write the loss-vs-rate PNG here (and the
             sweep as JSON beside it) when the sweep ends. Defaults to None.
+        title: str. The first line of the plot's title, such as the run's
+            (recipe, model, dataset, backend). Defaults to none.
 
     Example:
 
@@ -56,7 +58,7 @@ class LRFinder(keras.callbacks.Callback):
     """
 
     def __init__(self, min_lr=1e-6, max_lr=1.0, num_steps=100, smoothing=0.9,
-                 divergence=4.0, restore_weights=True, path=None):
+                 divergence=4.0, restore_weights=True, path=None, title=""):
         super().__init__()
         if not 0 < min_lr < max_lr:
             raise ValueError(
@@ -72,6 +74,7 @@ class LRFinder(keras.callbacks.Callback):
         self.divergence = float(divergence)
         self.restore_weights = restore_weights
         self.path = None if path is None else Path(path)
+        self.title = str(title)
         self.factor = (self.max_lr / self.min_lr) ** (1.0 / (self.num_steps - 1))
         self.lrs, self.losses, self.raw_losses = [], [], []
         self.suggestion = None
@@ -131,7 +134,7 @@ class LRFinder(keras.callbacks.Callback):
             atomic_write(self.path.with_suffix(".json"), lambda tmp: Path(tmp).write_text(text))
 
     def plot(self, path):
-        """Write the loss-vs-learning-rate curve (log x axis) as a PNG."""
+        """Write the loss-vs-learning-rate curve (log x axis) as a PNG; return the figure."""
         import matplotlib
 
         matplotlib.use("Agg")
@@ -149,12 +152,15 @@ class LRFinder(keras.callbacks.Callback):
         ax.set_xscale("log")
         ax.set_xlabel("learning rate")
         ax.set_ylabel("training loss")
-        ax.set_title(f"learning-rate range test (stopped by {self.stopped_by or 'end of data'})")
+        what = f"learning-rate range test over {len(self.lrs)} steps (stopped by " \
+            f"{self.stopped_by or 'end of data'})"
+        ax.set_title(f"{self.title}\n{what}" if self.title else what)
         ax.grid(alpha=0.3, which="both")
         ax.legend()
         fig.tight_layout()
         save_figure(fig, path)
         plt.close(fig)
+        return fig
 
 
 def suggest_lr(lrs, losses):

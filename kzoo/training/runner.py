@@ -893,7 +893,8 @@ class Run:
         steps = 10 if self.smoke else self.args.find_lr_steps
         try:
             finder = LRFinder(min_lr=low, max_lr=high, num_steps=steps,
-                              path=self.dir / "lr_finder.png")
+                              path=self.dir / "lr_finder.png",
+                              title=self.figure_title(model))
         except ValueError as err:
             raise RunError(str(err)) from None
         batch = None if _is_dataset(x) else self.args.batch_size
@@ -941,16 +942,19 @@ class Run:
             )
             run_folder.write_text(folder / "gradient_check.txt", text)
             print(text.splitlines()[0])
+        title = self.figure_title(model)
         if a.debug_gradients:
-            cbs.append(debugging.GradientNormMonitor(bx, by, folder, verbose=not self.smoke))
+            cbs.append(debugging.GradientNormMonitor(bx, by, folder, verbose=not self.smoke,
+                                                     title=title))
         if a.debug_activations:
-            cbs.append(debugging.ActivationMonitor(bx, folder, verbose=not self.smoke))
+            cbs.append(debugging.ActivationMonitor(bx, folder, verbose=not self.smoke,
+                                                   title=title))
         if a.debug_weights:
-            cbs.append(debugging.WeightMonitor(folder))
+            cbs.append(debugging.WeightMonitor(folder, title=title))
         return cbs
 
     # === Outputs ===
-    def finish(self, model, metrics):
+    def finish(self, model: keras.Model, metrics: Mapping[str, Any]) -> dict[str, Any]:
         """Save the model, learning curve and `metrics.json`; return the metrics.
 
         The backups are removed only after `model.keras`, `metrics.json` and
