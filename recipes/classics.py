@@ -41,7 +41,7 @@ def main(argv=None):
 
     # === Data: upsampled to the architecture's input size ===
     run = runner.Run(args, recipe=f"classics-{args.model}")
-    data = run.load_data()
+    data = run.load_data(needs_arrays=True)
     size = args.image_size or MIN_SIZE.get(args.model, 32)
     if len(data.input_shape) != 3:
         raise runner.RunError(

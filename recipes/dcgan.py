@@ -26,7 +26,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     run = runner.Run(args, recipe="dcgan")
-    data = run.load_data(image_size=args.image_size)
+    data = run.load_data(image_size=args.image_size, needs_arrays=True)
     value_range = data.info.get("value_range", (0.0, 1.0))
     model = kzoo.create_model(
         "dcgan", image_size=args.image_size, channels=data.input_shape[-1],

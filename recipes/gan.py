@@ -26,7 +26,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     run = runner.Run(args, recipe="gan")
-    data = run.load_data(image_size=args.image_size)
+    data = run.load_data(image_size=args.image_size, needs_arrays=True)
     value_range = data.info.get("value_range", (0.0, 1.0))
     model = kzoo.create_model(
         "gan", image_shape=tuple(data.input_shape), latent_dim=args.latent_dim,

@@ -71,10 +71,10 @@ def main(argv=None):
 
     # === Data: two offline datasets of the same image size ===
     size = {"image_size": args.image_size}
-    target = run.load_data(args.target, **size)
+    target = run.load_data(args.target, needs_arrays=True, **size)
     if args.weights:
         return finetune_pretrained(args, run, target, finetune_epochs)
-    source = run.load_data(args.dataset, **size)  # last: the runner's schedule follows it
+    source = run.load_data(args.dataset, needs_arrays=True, **size)  # last: the runner's schedule follows it
     if tuple(source.input_shape) != tuple(target.input_shape):
         raise runner.RunError(
             f"--dataset {args.dataset} has images {source.input_shape} but --target "

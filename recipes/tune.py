@@ -103,7 +103,7 @@ def main(argv=None):
     run = runner.Run(args, recipe=f"tune-{args.model}-{args.tuner}", own_folder=True)
     role = tuning.role()
     extra = {"image_size": args.image_size} if args.image_size else {}
-    data = run.load_data(**extra)
+    data = run.load_data(needs_arrays=True, **extra)
     try:
         train, val, test, model_kwargs = tuning.prepare_data(args.model, data)
         hypermodel = tuning.ZooHyperModel(args.model, space, model_kwargs, run=run,

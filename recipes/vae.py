@@ -29,7 +29,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     run = runner.Run(args, recipe=args.model)
-    data = run.load_data(image_size=args.image_size)
+    data = run.load_data(image_size=args.image_size, needs_arrays=True)
     value_range = data.info.get("value_range", (0.0, 1.0))
     shape = {"image_shape": tuple(data.input_shape)} if args.model == "vae" else {
         "image_size": args.image_size, "channels": data.input_shape[-1]}

@@ -151,6 +151,24 @@ def test_unknown_dataset_flag_is_one_sentence_and_exit_1(tmp_path, capsys):
     assert len(err.splitlines()) == 1
 
 
+@pytest.mark.parametrize("recipe", ["classics", "gan", "dcgan", "vae", "diffusion", "transfer",
+                                    "tune"])
+def test_a_streamed_dataset_in_a_recipe_that_needs_arrays_is_one_sentence(recipe, tmp_path,
+                                                                         capsys):
+    """Refused before anything is loaded or written, whether or not TFDS is installed."""
+    main = runpy.run_path(str(ROOT / "recipes" / f"{recipe}.py"))["main"]
+    folder = tmp_path / "run"
+    with pytest.raises(SystemExit) as exc:
+        main(["--smoke", "--dataset", "tfds:mnist", "--output-dir", str(folder)])
+    assert exc.value.code == 1
+    err = capsys.readouterr().err.strip()
+    assert re.fullmatch(
+        rf"error: --dataset tfds:mnist streams its examples in batches, and the \S*{recipe}\S* "
+        r"recipe trains on arrays held in memory; use a keras: dataset \(such as keras:mnist\) "
+        r"or one of kzoo's own datasets \(see --help\)\.", err), err
+    assert not folder.exists()
+
+
 # === No assert statements for validation ===
 def test_no_assert_statements_in_kzoo():
     found = []

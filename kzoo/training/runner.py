@@ -580,16 +580,30 @@ class Run:
         return plots.run_title(self.recipe, getattr(model, "name", None), dataset,
                                self.backend)
 
-    def write_text(self, name, text):
+    def write_text(self, name: str, text: str) -> None:
         """Write a text file into the run folder, atomically."""
         self._claim()
         run_folder.write_text(self.dir / name, text)
 
     # === Data ===
-    def load_data(self, name=None, **kwargs):
-        """Load `--dataset` (or `name`) offline; failures exit with one sentence."""
+    def load_data(self, name: str | None = None, needs_arrays: bool = False,
+                  **kwargs: Any) -> kzoo_data.Dataset:
+        """Load `--dataset` (or `name`) offline; failures exit with one sentence.
+
+        Args:
+            name: str or None. The dataset; defaults to `--dataset`.
+            needs_arrays: bool. The recipe trains on arrays in memory, so a
+                streamed dataset (`tfds:NAME`) is refused in one sentence
+                before anything is written. Defaults to False.
+            **kwargs: passed to `kzoo.data.load`.
+        """
         name = name or self.args.dataset
         if isinstance(name, str) and name.startswith("tfds:"):
+            if needs_arrays:
+                raise RunError(
+                    f"--dataset {name} streams its examples in batches, and the {self.recipe} "
+                    "recipe trains on arrays held in memory; use a keras: dataset (such as "
+                    "keras:mnist) or one of kzoo's own datasets (see --help).")
             kwargs.setdefault("batch_size", self.args.batch_size)  # streams come batched
         try:
             dataset = kzoo_data.load(name, seed=self.args.seed, smoke=self.smoke, **kwargs)
