@@ -41,7 +41,7 @@ def main(argv=None):
     kind = args.augment
     if kind == "auto":
         kind = default_augmentation(data.name, data.input_shape)
-    augment = image_augmentation(kind, seed=args.seed)
+    augment = image_augmentation(kind, input_shape=data.input_shape, seed=args.seed)
     train = AugmentedBatches(data.x_train, data.y_train, args.batch_size, augment, seed=args.seed)
 
     # === Model ===

@@ -83,7 +83,7 @@ def main(argv=None):
 
     def batches(data):
         kind = default_augmentation(data.name, data.input_shape)
-        augment = image_augmentation(kind, seed=args.seed)
+        augment = image_augmentation(kind, input_shape=data.input_shape, seed=args.seed)
         return AugmentedBatches(data.x_train, data.y_train, args.batch_size, augment, args.seed)
 
     def evaluate(model, data):

@@ -146,6 +146,28 @@ def test_augmented_batches_cover_every_example_once_per_epoch():
         image_augmentation("blur")
 
 
+def test_pad_crop_flip_is_he_et_al_cifar_augmentation():
+    """Zero-pad 4, crop a random window of the original size, flip half (ResNet, CIFAR-10)."""
+    from kzoo.data.augment import default_augmentation, image_augmentation
+
+    assert default_augmentation("keras:cifar10", (32, 32, 3)) == "pad_crop_flip"
+    augment = image_augmentation("pad_crop_flip", input_shape=(8, 8, 1), padding=2, seed=0)
+    assert [type(layer).__name__ for layer in augment.layers] == [
+        "RandomFlip", "RandomTranslation"]
+    # A ramp image: every output is a window of the zero-padded, possibly flipped ramp.
+    ramp = np.arange(1, 65, dtype="float32").reshape(1, 8, 8, 1)
+    padded = np.pad(ramp[0, ..., 0], 2)
+    windows = {(padded[i:i + 8, j:j + 8][:, ::f]).tobytes()
+               for i in range(5) for j in range(5) for f in (1, -1)}
+    out = keras.ops.convert_to_numpy(augment(np.repeat(ramp, 64, 0), training=True))
+    assert out.shape == (64, 8, 8, 1)
+    seen = [o[..., 0].tobytes() for o in out]
+    assert all(s in windows for s in seen)
+    assert len(set(seen)) > 8  # each image gets its own window and flip
+    with pytest.raises(ValueError, match="Received input_shape=None for augmentation"):
+        image_augmentation("pad_crop_flip")
+
+
 # === The recipe ===
 def recipe_main(name):
     import pathlib

@@ -12,10 +12,10 @@ import math
 import keras
 import numpy as np
 
-AUGMENTATIONS = ("none", "translate", "flip_translate", "flip_translate_rotate")
+AUGMENTATIONS = ("none", "translate", "flip_translate", "flip_translate_rotate", "pad_crop_flip")
 
 
-def image_augmentation(kind, *, translate=0.1, rotate=0.1, seed=0):
+def image_augmentation(kind, *, translate=0.1, rotate=0.1, padding=4, input_shape=None, seed=0):
     """Return a `keras.Sequential` of random preprocessing layers, or None.
 
     Args:
@@ -23,11 +23,18 @@ def image_augmentation(kind, *, translate=0.1, rotate=0.1, seed=0):
             up to `translate` of the size; right for digits, where flips
             change the class), `"flip_translate"` (also horizontal flips, as
             for CIFAR-10) or `"flip_translate_rotate"` (also rotations, for
-            data whose classes are rotation invariant, such as `shapes`).
+            data whose classes are rotation invariant, such as `shapes`), or
+            `"pad_crop_flip"` (zero-pad by `padding` pixels, crop a random
+            window of the original size, flip half: He et al. 2016's CIFAR-10
+            augmentation, section 4.2; needs `input_shape`).
         translate: float. Largest shift as a fraction of height and width.
             Defaults to 0.1.
         rotate: float. Largest rotation as a fraction of a full turn.
             Defaults to 0.1.
+        padding: int. Pixels of zeros added on each side before the crop
+            (`"pad_crop_flip"`). Defaults to 4, as for 32x32 CIFAR images.
+        input_shape: tuple or None. `(height, width, channels)` of one image;
+            the crop's size (`"pad_crop_flip"`). Defaults to None.
         seed: int. Seed of the random layers. Defaults to 0.
 
     Example:
@@ -42,6 +49,23 @@ def image_augmentation(kind, *, translate=0.1, rotate=0.1, seed=0):
         raise ValueError(f"Received augmentation {kind!r}; expected one of {list(AUGMENTATIONS)}.")
     if kind == "none":
         return None
+    if kind == "pad_crop_flip":
+        if input_shape is None or len(input_shape) != 3:
+            raise ValueError(
+                f"Received input_shape={input_shape!r} for augmentation 'pad_crop_flip'; "
+                "expected (height, width, channels), the size the crop restores, such as "
+                "input_shape=(32, 32, 3).")
+        # Shifting by up to `padding` whole pixels with zeros shifted in draws the
+        # same pictures as padding with zeros and cropping. RandomTranslation draws
+        # a shift per image, as He et al. crop; Keras' RandomCrop draws one window
+        # for the whole batch.
+        height, width = int(input_shape[0]), int(input_shape[1])
+        return keras.Sequential([
+            keras.layers.RandomFlip("horizontal", seed=seed),
+            keras.layers.RandomTranslation(
+                padding / height, padding / width, fill_mode="constant", fill_value=0.0,
+                interpolation="nearest", seed=seed + 1),
+        ], name="augment_pad_crop_flip")
     layers = []
     if "flip" in kind:
         layers.append(keras.layers.RandomFlip("horizontal", seed=seed))
@@ -121,6 +145,8 @@ def default_augmentation(dataset_name, input_shape):
     >>> from kzoo.data.augment import default_augmentation
     >>> default_augmentation("digits", (8, 8, 1)), default_augmentation("shapes", (24, 24, 1))
     ('translate', 'flip_translate_rotate')
+    >>> default_augmentation("keras:cifar10", (32, 32, 3))
+    'pad_crop_flip'
     """
     if len(input_shape) != 3:
         return "none"  # 1-D signals and flat features: no image augmentation
@@ -129,4 +155,6 @@ def default_augmentation(dataset_name, input_shape):
         return "translate"  # a flipped digit is another digit (or none)
     if name == "shapes":
         return "flip_translate_rotate"
+    if "cifar" in name:
+        return "pad_crop_flip"  # as ResNet was trained on CIFAR-10 (He et al. 2016)
     return "flip_translate"
