@@ -94,7 +94,7 @@ class TimeResidualBlock(keras.layers.Layer):
         channels = x_shape[-1]
         self.norm_1 = fast.GroupNormalization(_groups(channels, self.groups), name="norm_1")
         self.conv_1 = fast.Conv2D(self.filters, 3, padding="same", name="conv_1")
-        self.time_dense = keras.layers.Dense(self.filters, name="time_dense")
+        self.time_dense = fast.Dense(self.filters, name="time_dense")
         self.norm_2 = fast.GroupNormalization(_groups(self.filters, self.groups), name="norm_2")
         self.drop = fast.Dropout(self.dropout, name="dropout")
         # Zero-initialised last convolution: each block starts as the identity.
@@ -213,8 +213,8 @@ def build_unet(
     timesteps = keras.Input((), dtype="int32", name="timesteps")
 
     t = SinusoidalEmbedding(filters, name="time_features")(timesteps)
-    t = keras.layers.Dense(time_dim, activation="silu", name="time_mlp_0")(t)
-    t = keras.layers.Dense(time_dim, name="time_mlp_1")(t)  # (B, 4f)
+    t = fast.Dense(time_dim, activation="silu", name="time_mlp_0")(t)
+    t = fast.Dense(time_dim, name="time_mlp_1")(t)  # (B, 4f)
 
     x = fast.Conv2D(filters, 3, padding="same", name="stem")(noisy)
     skips, size = [], image_size

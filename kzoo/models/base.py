@@ -124,7 +124,7 @@ def head(x, *, num_classes=None, num_outputs=None, dropout=0.0, name="head"):
     )
     if dropout:
         x = fast.Dropout(dropout, name=f"{name}_dropout")(x)
-    return keras.layers.Dense(units, dtype="float32", name=name)(x)
+    return fast.Dense(units, dtype="float32", name=name)(x)
 
 
 def image_or_signal_shape(input_shape):

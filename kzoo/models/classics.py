@@ -90,8 +90,8 @@ class LeNet5(ZooModel):
         x = fast.Conv2D(16, 5, activation=activation, name="c3")(x)  # (B, 10, 10, 16)
         x = pool(x, pooling, 2, name="s4")  # (B, 5, 5, 16)
         x = keras.layers.Flatten(name="flatten")(x)  # (B, 400)
-        x = keras.layers.Dense(120, activation=activation, name="c5")(x)
-        x = keras.layers.Dense(84, activation=activation, name="f6")(x)
+        x = fast.Dense(120, activation=activation, name="c5")(x)
+        x = fast.Dense(84, activation=activation, name="f6")(x)
         outputs = head(x, num_classes=num_classes)
         super().__init__(inputs, outputs, name=name, **kwargs)
 
@@ -203,7 +203,7 @@ class AlexNet(ZooModel):
         x = keras.layers.Flatten(name="flatten")(x)  # (B, 36 * f5)
         for i in (6, 7):
             x = fast.Dropout(dropout, name=f"dropout{i}")(x)
-            x = keras.layers.Dense(dense_units, activation="relu", name=f"fc{i}")(x)
+            x = fast.Dense(dense_units, activation="relu", name=f"fc{i}")(x)
         outputs = head(x, num_classes=num_classes)
         super().__init__(inputs, outputs, name=name, **kwargs)
 
@@ -284,7 +284,7 @@ class VGG(ZooModel):
         x = AdaptiveAveragePooling((7, 7), name="adaptive_pool")(x)
         x = keras.layers.Flatten(name="flatten")(x)  # (B, 49 * filters[-1])
         for i in (1, 2):
-            x = keras.layers.Dense(dense_units, activation="relu", name=f"fc{i}")(x)
+            x = fast.Dense(dense_units, activation="relu", name=f"fc{i}")(x)
             x = fast.Dropout(dropout, name=f"dropout{i}")(x)
         outputs = head(x, num_classes=num_classes)
         super().__init__(inputs, outputs, name=name, **kwargs)
@@ -414,7 +414,7 @@ class GoogLeNet(ZooModel):
             x = AdaptiveAveragePooling((4, 4), name=f"{name}_pool")(x)
             x = unit(x, 128, 1, name=f"{name}_conv")
             x = keras.layers.Flatten(name=f"{name}_flatten")(x)  # (B, 16 * 128)
-            x = keras.layers.Dense(scaled(1024), activation="relu", name=f"{name}_fc")(x)
+            x = fast.Dense(scaled(1024), activation="relu", name=f"{name}_fc")(x)
             return head(x, num_classes=num_classes, dropout=0.7, name=name)
 
         # === Layers and functional graph ===

@@ -352,10 +352,10 @@ class GAN(AdversarialModel):
         z = keras.Input((latent_dim,), name="latent")
         x = z
         for i, units in enumerate(hidden_units):
-            x = keras.layers.Dense(units, use_bias=False, name=f"g_dense_{i}")(x)
+            x = fast.Dense(units, use_bias=False, name=f"g_dense_{i}")(x)
             x = fast.BatchNormalization(name=f"g_bn_{i}")(x)
             x = keras.layers.ReLU(name=f"g_relu_{i}")(x)
-        x = keras.layers.Dense(pixels, name="g_out")(x)
+        x = fast.Dense(pixels, name="g_out")(x)
         x = keras.layers.Activation("tanh", dtype="float32", name="g_tanh")(x)
         x = keras.layers.Reshape(image_shape, name="g_image")(x)
         x = _from_unit(value_range, "g_rescale")(x)
@@ -366,11 +366,11 @@ class GAN(AdversarialModel):
         x = _to_unit(value_range, "d_rescale")(images)
         x = keras.layers.Flatten(name="d_flatten")(x)
         for i, units in enumerate(reversed(hidden_units)):
-            x = keras.layers.Dense(units, name=f"d_dense_{i}")(x)
+            x = fast.Dense(units, name=f"d_dense_{i}")(x)
             x = keras.layers.LeakyReLU(0.2, name=f"d_lrelu_{i}")(x)
             if dropout:
                 x = fast.Dropout(dropout, name=f"d_dropout_{i}")(x)
-        logits = keras.layers.Dense(1, dtype="float32", name="d_logit")(x)
+        logits = fast.Dense(1, dtype="float32", name="d_logit")(x)
         discriminator = keras.Model(images, logits, name="discriminator")
 
         super().__init__(name=name, **kwargs)
@@ -459,7 +459,7 @@ class DCGAN(AdversarialModel):
 
         # === Generator: z -> (size/4)^2 map -> two 2x transposed convs -> image ===
         z = keras.Input((latent_dim,), name="latent")
-        x = keras.layers.Dense(base * base * 2 * filters, use_bias=False, name="g_project")(z)
+        x = fast.Dense(base * base * 2 * filters, use_bias=False, name="g_project")(z)
         x = fast.BatchNormalization(name="g_project_bn")(x)
         x = keras.layers.ReLU(name="g_project_relu")(x)
         x = keras.layers.Reshape((base, base, 2 * filters), name="g_reshape")(x)  # (B, s/4, s/4, 2f)
@@ -486,7 +486,7 @@ class DCGAN(AdversarialModel):
         x = keras.layers.Flatten(name="d_flatten")(x)
         if dropout:
             x = fast.Dropout(dropout, name="d_dropout")(x)
-        logits = keras.layers.Dense(1, dtype="float32", name="d_logit")(x)
+        logits = fast.Dense(1, dtype="float32", name="d_logit")(x)
         discriminator = keras.Model(images, logits, name="discriminator")
 
         super().__init__(name=name, **kwargs)

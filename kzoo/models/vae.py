@@ -273,17 +273,17 @@ class VAE(VariationalAutoencoder):
         images = keras.Input(image_shape, name="images")
         x = keras.layers.Flatten(name="flatten")(images)
         for i, units in enumerate(hidden_units):
-            x = keras.layers.Dense(units, activation="relu", name=f"enc_dense_{i}")(x)
-        z_mean = keras.layers.Dense(latent_dim, dtype="float32", name="z_mean")(x)
-        z_log_var = keras.layers.Dense(latent_dim, dtype="float32", name="z_log_var")(x)
+            x = fast.Dense(units, activation="relu", name=f"enc_dense_{i}")(x)
+        z_mean = fast.Dense(latent_dim, dtype="float32", name="z_mean")(x)
+        z_log_var = fast.Dense(latent_dim, dtype="float32", name="z_log_var")(x)
         encoder = keras.Model(images, [z_mean, z_log_var], name="encoder")
 
         # === Decoder: z -> dense -> sigmoid image ===
         z = keras.Input((latent_dim,), name="z")
         x = z
         for i, units in enumerate(reversed(hidden_units)):
-            x = keras.layers.Dense(units, activation="relu", name=f"dec_dense_{i}")(x)
-        x = keras.layers.Dense(pixels, name="dec_out")(x)
+            x = fast.Dense(units, activation="relu", name=f"dec_dense_{i}")(x)
+        x = fast.Dense(pixels, name="dec_out")(x)
         x = keras.layers.Activation("sigmoid", dtype="float32", name="dec_sigmoid")(x)
         x = keras.layers.Reshape(image_shape, name="dec_image")(x)
         decoder = keras.Model(z, x, name="decoder")
@@ -371,15 +371,15 @@ class ConvVAE(VariationalAutoencoder):
         x = fast.Conv2D(2 * filters, 3, strides=2, padding="same", activation="relu",
                                 name="enc_conv_1")(x)  # (B, s/4, s/4, 2f)
         x = keras.layers.Flatten(name="enc_flatten")(x)
-        x = keras.layers.Dense(hidden_units, activation="relu", name="enc_dense")(x)
-        z_mean = keras.layers.Dense(latent_dim, dtype="float32", name="z_mean")(x)
-        z_log_var = keras.layers.Dense(latent_dim, dtype="float32", name="z_log_var")(x)
+        x = fast.Dense(hidden_units, activation="relu", name="enc_dense")(x)
+        z_mean = fast.Dense(latent_dim, dtype="float32", name="z_mean")(x)
+        z_log_var = fast.Dense(latent_dim, dtype="float32", name="z_log_var")(x)
         encoder = keras.Model(images, [z_mean, z_log_var], name="encoder")
 
         # === Decoder: dense -> (s/4)^2 map -> two stride-2 transposed convs ===
         z = keras.Input((latent_dim,), name="z")
-        x = keras.layers.Dense(hidden_units, activation="relu", name="dec_dense")(z)
-        x = keras.layers.Dense(base * base * 2 * filters, activation="relu", name="dec_project")(x)
+        x = fast.Dense(hidden_units, activation="relu", name="dec_dense")(z)
+        x = fast.Dense(base * base * 2 * filters, activation="relu", name="dec_project")(x)
         x = keras.layers.Reshape((base, base, 2 * filters), name="dec_reshape")(x)
         x = fast.Conv2DTranspose(2 * filters, 3, strides=2, padding="same",
                                          activation="relu", name="dec_deconv_0")(x)

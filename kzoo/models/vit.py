@@ -123,7 +123,7 @@ class VisionTransformer(ZooModel):
         if head_bias:
             outputs = head(x, num_classes=num_classes)
         else:
-            outputs = keras.layers.Dense(
+            outputs = fast.Dense(
                 validation.positive_int("num_classes", num_classes), use_bias=False,
                 dtype="float32", name="head",
             )(x)
