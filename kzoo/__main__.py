@@ -7,8 +7,12 @@
     python -m kzoo predict runs/mlp-jax digit.npy photo.png --top-k 3
 """
 
+from __future__ import annotations
+
 import argparse
 import sys
+from collections.abc import Sequence
+from typing import Any
 
 
 def _list(args):
@@ -67,7 +71,7 @@ def _known_parameter_counts():
         return {}
 
 
-def count_parameters(name, **kwargs):
+def count_parameters(name: str, **kwargs: Any) -> int:
     """The parameter count of `create_model(name, **kwargs)`, without initialising weights.
 
     The model is built inside a `keras.StatelessScope`, where Keras defers every
@@ -258,7 +262,7 @@ def _write_predictions(output, result):
         atomic_write(output, lambda tmp: Path(tmp).write_text(text))
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m kzoo", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)

@@ -27,9 +27,14 @@ Example:
 True
 """
 
+from __future__ import annotations
+
 import json
+import os
 import zipfile
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import keras
 import numpy as np
@@ -43,7 +48,7 @@ MAX_IMAGE_PIXELS = 64_000_000
 
 
 # === Loading ===
-def load_model(path):
+def load_model(path: str | os.PathLike) -> keras.Model:
     """Load a `.keras` file or a run folder's model with `safe_mode=True`; one sentence on failure.
 
     Args:
@@ -83,7 +88,7 @@ def _first_line(err):
     return (lines[0] if lines else type(err).__name__)[:200].rstrip(".")
 
 
-def metadata(model):
+def metadata(model: keras.Model) -> dict[str, Any]:
     """The model's metadata dict (empty for models that have none)."""
     return dict(getattr(model, "metadata", None) or {})
 
@@ -135,7 +140,7 @@ def split_inputs(model, inputs):
     return files, texts
 
 
-def read_files(paths, model):
+def read_files(paths: Sequence[str | os.PathLike], model: keras.Model) -> np.ndarray:
     """Stack `.npy` arrays or images into one batch shaped for a single-input model."""
     if len(model.inputs) != 1:
         raise ExportError(
@@ -242,7 +247,8 @@ def preprocess_images(paths, spec, shape):
 
 
 # === Predicting ===
-def predict(model, inputs, k=5, labels=None):
+def predict(model: keras.Model, inputs: Sequence[str], k: int = 5,
+            labels: Sequence[str] | None = None) -> dict[str, Any]:
     """Run `model` on files or texts; return a JSON-ready dict.
 
     Args:
@@ -277,7 +283,8 @@ def _classify_or_raw(model, names, outputs, k, labels):
     return {"inputs": names, "outputs": outputs}
 
 
-def predict_texts(model, texts, k=5, labels=None):
+def predict_texts(model: keras.Model, texts: Sequence[str], k: int = 5,
+                  labels: Sequence[str] | None = None) -> dict[str, Any]:
     """Translate, continue or classify `texts` with the model's tokenizer."""
     from kzoo.models.generation import generate
 
@@ -329,6 +336,7 @@ def predict_texts(model, texts, k=5, labels=None):
         raise ExportError(
             f"Received text for {model.name!r}, which takes other inputs beside token ids "
             "(images and text together); call it from Python with every input.")
+    feed: Any
     if isinstance(structure, dict):
         names = [n for n in structure if "token" in n] or list(structure)[:1]
         batch = _pad(ids, pad, _length(structure[names[0]]))
@@ -368,7 +376,7 @@ def _pad(rows, pad, length=None):
     return out
 
 
-def to_json(result):
+def to_json(result: Mapping[str, Any]) -> str:
     """`predict` output as JSON text (arrays become lists)."""
     return json.dumps({k: v.tolist() if isinstance(v, np.ndarray) else v
                        for k, v in result.items()}, indent=1)

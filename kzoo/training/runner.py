@@ -46,6 +46,8 @@ restored afterwards:
 arguments.
 """
 
+from __future__ import annotations
+
 import argparse
 import contextlib
 import importlib.util
@@ -54,7 +56,9 @@ import os
 import platform
 import sys
 import time
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any, NoReturn
 
 import keras
 import numpy as np
@@ -150,7 +154,7 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter,
     """Keeps the recipe's docstring as written and shows every flag's default."""
 
 
-def make_parser(description, **defaults):
+def make_parser(description: str, **defaults: Any) -> argparse.ArgumentParser:
     """Return an `argparse.ArgumentParser` with the flags every recipe shares.
 
     Args:
@@ -250,8 +254,10 @@ def make_parser(description, **defaults):
     return parser
 
 
-def make_optimizer(name="adam", learning_rate=1e-3, *, weight_decay=0.0, grad_clip=None,
-                   grad_accum=1):
+def make_optimizer(name: str = "adam",
+                   learning_rate: float | keras.optimizers.schedules.LearningRateSchedule = 1e-3,
+                   *, weight_decay: float = 0.0, grad_clip: float | None = None,
+                   grad_accum: int = 1) -> keras.optimizers.Optimizer:
     """Build one of the runner's optimizers (`--optimizer`) from explicit arguments.
 
     The classes are kzoo's (`kzoo.optimizers`), so a compiled model saves under
@@ -302,7 +308,7 @@ def make_optimizer(name="adam", learning_rate=1e-3, *, weight_decay=0.0, grad_cl
 
 
 @contextlib.contextmanager
-def building(precision=None, remat=None):
+def building(precision: str | None = None, remat: str | None = None) -> Iterator[None]:
     """Create layers under a dtype policy and a remat mode, both restored on exit.
 
     Layers read the policy and the remat mode when they are created, so only
@@ -339,7 +345,7 @@ def building(precision=None, remat=None):
         keras.config.set_dtype_policy(previous)
 
 
-def given_flags(parser, argv=None):
+def given_flags(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> set[str]:
     """The dest names of the flags given on the command line (even at their default value).
 
     Example:
@@ -384,7 +390,7 @@ class Run:
             Defaults to False.
     """
 
-    def __init__(self, args, recipe, own_folder=False):
+    def __init__(self, args: argparse.Namespace, recipe: str, own_folder: bool = False) -> None:
         memory.retain_freed_memory()  # before the backend starts its threads
         self.args = args
         self.recipe = recipe
@@ -396,11 +402,12 @@ class Run:
         self.dir = Path(args.output_dir or default_dir)
         self.fingerprint = run_folder.flag_fingerprint(args, recipe)
         self.own_folder = own_folder
-        self.state = None
-        self._lock = None
-        self._models = []
-        self._phases = []
-        self._backups = []
+        # The run folder's record and lock, from the first write on (`_claim`).
+        self.state: Any = None
+        self._lock: Any = None
+        self._models: list[keras.Model] = []
+        self._phases: list[str] = []
+        self._backups: list[CrashSafeBackup] = []
         # Before anything else runs on the engine (TF fixes its devices then).
         self.distribution = _setup_distribution(args)
         if self.distribution is not None and not self.distribution.is_chief:
@@ -412,7 +419,7 @@ class Run:
         self.train_size = None
         self.dataset = None
         self.history = None
-        self.metadata = {}
+        self.metadata: dict[str, Any] = {}
         keras.utils.set_random_seed(args.seed)
         keras.config.set_dtype_policy(args.precision)
         # Layers record the remat mode when they are created, so the scope is
@@ -430,7 +437,7 @@ class Run:
             remat = "activations"
         return remat
 
-    def settings(self, overrides=None):
+    def settings(self, overrides: Mapping[str, Any] | None = None) -> argparse.Namespace:
         """The flags with `overrides` (flag dest names, `OVERRIDABLE`) applied.
 
         Args:
@@ -449,7 +456,7 @@ class Run:
         return argparse.Namespace(**{**vars(self.args), **overrides})
 
     @contextlib.contextmanager
-    def building(self, overrides=None):
+    def building(self, overrides: Mapping[str, Any] | None = None) -> Iterator[None]:
         """Build models under the run's `--precision` and `--remat`, restored on exit.
 
         The scoped alternative to the process-wide scope `Run()` opens for a
@@ -569,7 +576,7 @@ class Run:
             recorded.append(print_)
             self.state.save()
 
-    def figure_title(self, model=None):
+    def figure_title(self, model: keras.Model | None = None) -> str:
         """The title of this run's figures: recipe, model, dataset and backend.
 
         Args:
@@ -617,14 +624,16 @@ class Run:
 
     # === Optimisation ===
     @property
-    def steps_per_epoch(self):
+    def steps_per_epoch(self) -> int:
         return self._steps_per_epoch(self.args.batch_size)
 
     def _steps_per_epoch(self, batch_size):
         n = self.train_size or 1000 * batch_size
         return max(1, math.ceil(n / batch_size))
 
-    def learning_rate(self, overrides=None):
+    def learning_rate(
+        self, overrides: Mapping[str, Any] | None = None,
+    ) -> float | keras.optimizers.schedules.LearningRateSchedule:
         """The learning rate or schedule chosen by `--lr` and `--schedule`."""
         a = self.settings(overrides)
         steps_per_epoch = self._steps_per_epoch(a.batch_size)
@@ -649,7 +658,10 @@ class Run:
             a.lr, decay_steps=max(1, total), decay_rate=0.01
         )
 
-    def make_optimizer(self, lr=None, overrides=None):
+    def make_optimizer(
+        self, lr: float | keras.optimizers.schedules.LearningRateSchedule | None = None,
+        overrides: Mapping[str, Any] | None = None,
+    ) -> keras.optimizers.Optimizer:
         """Build the optimizer chosen by the flags (clipping, accumulation, decay).
 
         Args:
@@ -663,11 +675,13 @@ class Run:
             weight_decay=a.weight_decay, grad_clip=a.grad_clip, grad_accum=a.grad_accum)
 
     @property
-    def jit_compile(self):
-        return {"auto": "auto", "true": True, "false": False}[self.args.jit_compile]
+    def jit_compile(self) -> bool | str:
+        modes: dict[str, bool | str] = {"auto": "auto", "true": True, "false": False}
+        return modes[self.args.jit_compile]
 
-    def compile(self, model, loss="default", metrics="default", overrides=None, record=True,
-                **kwargs):
+    def compile(self, model: keras.Model, loss: Any = "default", metrics: Any = "default",
+                overrides: Mapping[str, Any] | None = None, record: bool = True,
+                **kwargs: Any) -> None:
         """Compile `model` with the flags' optimizer.
 
         `loss="default"` is sparse categorical cross-entropy on logits with
@@ -716,7 +730,8 @@ class Run:
         return model
 
     # === Training ===
-    def callbacks(self, monitor=None, phase=None, overrides=None):
+    def callbacks(self, monitor: str | None = None, phase: str | None = None,
+                  overrides: Mapping[str, Any] | None = None) -> list[keras.callbacks.Callback]:
         """The standard callbacks, wired to the run folder.
 
         Args:
@@ -774,8 +789,10 @@ class Run:
             )
         return cbs
 
-    def fit(self, model, x, y=None, validation_data=None, callbacks=(), monitor=None,
-            phase=None, overrides=None, record=True, **kwargs):
+    def fit(self, model: keras.Model, x: Any, y: Any = None, validation_data: Any = None,
+            callbacks: Sequence[keras.callbacks.Callback] = (), monitor: str | None = None,
+            phase: str | None = None, overrides: Mapping[str, Any] | None = None,
+            record: bool = True, **kwargs: Any) -> keras.callbacks.History:
         """`model.fit` with the flags' epochs and batch size and the standard callbacks.
 
         A recipe that trains twice (pretraining, then the task) names the first
@@ -894,7 +911,7 @@ class Run:
             self.distribution.before_fit(model, x, y, kwargs.get("batch_size") or 32)
 
     # === Learning-rate range test ===
-    def find_lr(self, model, x, y=None, verbose=2):
+    def find_lr(self, model: keras.Model, x: Any, y: Any = None, verbose: int = 2) -> NoReturn:
         """Run the `--find-lr` sweep instead of training, then exit cleanly.
 
         Writes `lr_finder.png` and `lr_finder.json` into the run folder and
@@ -929,7 +946,8 @@ class Run:
         raise SystemExit(0)
 
     # === Debugging ===
-    def debug_callbacks(self, model, x, y=None, folder=None):
+    def debug_callbacks(self, model: keras.Model, x: Any, y: Any = None,
+                        folder: str | os.PathLike | None = None) -> list[keras.callbacks.Callback]:
         """Callbacks for `--debug-*` flags (and the `--gradient-check` report).
 
         Their reports go to `folder` (default: `debug/` in the run folder).
@@ -1133,7 +1151,7 @@ class _Forward(keras.callbacks.Callback):
         self.callback.set_model(model)
 
 
-def add_weight_penalty(model, l1=0.0, l2=0.0):
+def add_weight_penalty(model: keras.Model, l1: float = 0.0, l2: float = 0.0) -> int:
     """Add an L1/L2 penalty on every kernel and embedding weight of `model`.
 
     Biases, normalisation scales and offsets stay free, as usual. The
@@ -1164,7 +1182,7 @@ def add_weight_penalty(model, l1=0.0, l2=0.0):
     return count
 
 
-def versions():
+def versions() -> dict[str, Any]:
     """Versions of Python, Keras, kzoo and the active backend's library."""
     import kzoo
 

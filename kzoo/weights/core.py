@@ -1,12 +1,19 @@
 """The converter registry and the loader that proves a load complete."""
 
+from __future__ import annotations
+
 import dataclasses
 import fnmatch
 import warnings
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import os
+
+    import keras
 
 
 class WeightsError(ValueError):
@@ -112,7 +119,7 @@ class Converter:
 _CONVERTERS: dict[str, Converter] = {}
 
 
-def register_converter(converter):
+def register_converter(converter: Converter) -> Converter:
     """Register a `Converter`; its `name` must be new.
 
     Args:
@@ -138,7 +145,7 @@ def register_converter(converter):
     return converter
 
 
-def converters(model_name=None, layout=None):
+def converters(model_name: str | None = None, layout: str | None = None) -> list[Converter]:
     """Return the registered converters, optionally for one model or layout."""
     return [
         c for c in _CONVERTERS.values()
@@ -147,7 +154,7 @@ def converters(model_name=None, layout=None):
     ]
 
 
-def find_converter(model_name, checkpoint):
+def find_converter(model_name: str, checkpoint: Checkpoint) -> Converter:
     """Return the converter that loads `checkpoint` into the kzoo model `model_name`.
 
     Raises:
@@ -277,7 +284,8 @@ class WeightLoader:
             weight.assign(array.astype(weight.dtype))
 
 
-def load_into(model, checkpoint, converter, *, reset_head=False, model_name=None):
+def load_into(model: keras.Model, checkpoint: Checkpoint, converter: Converter, *,
+              reset_head: bool = False, model_name: str | None = None) -> None:
     """Load `checkpoint` into `model` with `converter` (see `WeightLoader`)."""
     port_list = converter.ports(model, checkpoint)
     WeightLoader(
@@ -286,7 +294,8 @@ def load_into(model, checkpoint, converter, *, reset_head=False, model_name=None
     ).load(port_list)
 
 
-def load_weights(model, weights, *, model_name=None):
+def load_weights(model: keras.Model, weights: str | os.PathLike, *,
+                 model_name: str | None = None) -> keras.Model:
     """Load published weights into an existing kzoo model, in place.
 
     The model's architecture must already fit the checkpoint (use

@@ -1,9 +1,17 @@
 """`export`: kzoo weights back into torchvision, timm or transformers layouts."""
 
+from __future__ import annotations
+
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import os
+
+    import keras
 
 from kzoo.weights.core import Checkpoint, WeightsError, converters
 
@@ -20,7 +28,7 @@ def _model_name(model):
     return model.name
 
 
-def state_dict(model, layout="torchvision"):
+def state_dict(model: keras.Model, layout: str = "torchvision") -> dict[str, np.ndarray]:
     """Return `model`'s weights as a state dict (numpy arrays) of the reference layout.
 
     Args:
@@ -69,7 +77,7 @@ def _state(model, converter):
     return state
 
 
-def export(model, path, layout="torchvision"):
+def export(model: keras.Model, path: str | os.PathLike, layout: str = "torchvision") -> Path:
     """Write `model`'s weights as safetensors the reference library loads strictly.
 
     For layouts `"torchvision"` and `"timm"`, `path` is a `.safetensors`

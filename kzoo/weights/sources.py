@@ -1,5 +1,7 @@
 """Reading a SOURCE (file, folder, hub id, URL or preset) into a `Checkpoint`."""
 
+from __future__ import annotations
+
 import hashlib
 import json
 import os
@@ -157,7 +159,7 @@ def hub_folder(hub_id, revision=None):
         ) from None
 
 
-def read_checkpoint(source, *, model_name=None):
+def read_checkpoint(source: str | os.PathLike, *, model_name: str | None = None) -> Checkpoint:
     """Read SOURCE into a `Checkpoint` (see `kzoo.weights` for the kinds of SOURCE).
 
     Args:

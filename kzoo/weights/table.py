@@ -5,10 +5,13 @@ The rows live in `assets/weights_table.json` (package data), written by
 metadata, so every published figure comes from the reference library itself.
 """
 
+from __future__ import annotations
+
 import fnmatch
 import functools
 import json
 from pathlib import Path
+from typing import Any
 
 _ASSETS = Path(__file__).parent / "assets"
 
@@ -35,7 +38,7 @@ def imagenet_classes():
     return (_ASSETS / "imagenet_classes.txt").read_text().splitlines()
 
 
-def list_weights(pattern="*"):
+def list_weights(pattern: str = "*") -> list[dict[str, Any]]:
     """Return the weights table rows whose model matches `pattern`.
 
     Each row is a dict: `model` (kzoo name), `preset` (the `weights=` name),
@@ -57,14 +60,14 @@ def list_weights(pattern="*"):
     return [dict(r) for r in _rows() if fnmatch.fnmatchcase(r["model"], pattern)]
 
 
-def find_preset(model_name, preset):
+def find_preset(model_name: str | None, preset: str) -> dict[str, Any] | None:
     for row in _rows():
         if row["model"] == model_name and row["preset"] == preset:
             return dict(row)
     return None
 
 
-def presets_for(model_name):
+def presets_for(model_name: str | None) -> list[str]:
     return [r["preset"] for r in _rows() if r["model"] == model_name]
 
 
