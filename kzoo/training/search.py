@@ -124,7 +124,7 @@ def search_space(name, overrides=None):
     return space
 
 
-# === Hypermodel ===
+# === Training hyperparameters, under the runner flags they set ===
 def training_names(model_name, names):
     """The names among `names` that set runner flags for model `model_name`.
 
@@ -153,6 +153,7 @@ def flag_option(name):
     return "--" + FLAG_NAMES.get(name, name).replace("_", "-")
 
 
+# === Hypermodel ===
 class ZooHyperModel(keras_tuner.HyperModel):
     """A KerasTuner hypermodel for a registered kzoo classifier.
 

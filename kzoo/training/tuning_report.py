@@ -139,7 +139,7 @@ def _ranks(values):
 def _trial_axis(ax, rows):
     from matplotlib.ticker import MaxNLocator
 
-    ax.set_xlim(-0.5, len(rows) - 0.5)
+    ax.set_xlim(-0.5, max(len(rows), 1) - 0.5)
     if len(rows) <= 20:  # every trial by the id trials.md gives it
         ax.set_xticks(range(len(rows)), [r.trial_id for r in rows])
     else:
@@ -158,7 +158,7 @@ def _value_axis(ax, name, param, share):
         else:
             pad = 0.05 * (high - low) or 0.5
             ax.set_xlim(low - pad, high + pad)
-        if param.kind == "int" and param.log and param.step:
+        if param.kind == "int" and param.log and (param.step or 0) > 1:  # a grid of factors
             grid = [int(param.low)]
             while grid[-1] * param.step <= param.high and len(grid) < 12:
                 grid.append(int(grid[-1] * param.step))
