@@ -1,9 +1,9 @@
 """Hyperparameter search with KerasTuner over any registered classifier.
 
-Random search, Bayesian optimisation or Hyperband over the model family's
-search space (declared beside its registration, `search_space=` in
-`kzoo/models/`; `kzoo.training.search_space` has the syntax) plus learning
-rate, weight decay, optimizer and batch size), with early stopping of bad
+Random search, Bayesian optimisation or Hyperband over the search space the
+model's family declares beside its registration (`search_space=` in
+`kzoo/models/`, in the syntax of `kzoo.training.search_space`) plus learning
+rate, weight decay, optimizer and batch size, with early stopping of bad
 trials. Failing trials are counted and the search goes on. Rerunning the same
 command continues an interrupted search; `--overwrite` starts over.
 
