@@ -169,7 +169,8 @@ def _value_axis(ax, name, param, share):
     else:
         ax.set_xticks(range(len(param.values)), [format_value(v) for v in param.values])
         ax.set_xlim(-0.5, len(param.values) - 0.5)
-    ax.set_xlabel(f"{name} (the range searched)" + share)
+    searched = "the range searched" if param.kind in ("int", "float") else "the choices searched"
+    ax.set_xlabel(f"{name} ({searched})" + share)
 
 
 def search_figure(rows, space, objective, direction="min", title=""):
