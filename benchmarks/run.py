@@ -16,7 +16,7 @@ second, over the float32 matrix-multiply peak this run measures itself.
 Then, for the cases marked `export`, the exported model (ONNX under
 onnxruntime, written by the torch backend; TF SavedModel, written by the
 tensorflow backend) is timed at batch 1 and at the case's batch beside the
-Keras model, with `kzoo.export.benchmark`. The load average of the machine is
+Keras model, with `kzoo.benchmark.benchmark`. The load average of the machine is
 recorded before and after every case. Outputs: JSON, a Markdown table and a
 PNG bar chart in `--out-dir`.
 
@@ -233,7 +233,7 @@ def markdown(report):
     if exports:
         lines += [
             "",
-            "Exported models (`kzoo.export.benchmark`: mean of "
+            "Exported models (`kzoo.benchmark.benchmark`: mean of "
             f"{report['export_repeats']} calls after one warm-up; Keras = `predict_on_batch` "
             "on the exporting backend):",
             "",

@@ -19,7 +19,7 @@ import time
 import keras
 
 import kzoo.data
-from kzoo.training import tuning
+from kzoo.training import search
 
 
 def rss_mib():
@@ -41,10 +41,10 @@ def main(argv=None):
     if args.no_clear:
         keras.backend.clear_session = lambda *a, **k: None
     data = kzoo.data.load("digits")
-    train, val, _, model_kwargs = tuning.prepare_data("mlp", data)
-    hypermodel = tuning.ZooHyperModel("mlp", tuning.search_space("mlp"), model_kwargs)
+    train, val, _, model_kwargs = search.prepare_data("mlp", data)
+    hypermodel = search.ZooHyperModel("mlp", search.search_space("mlp"), model_kwargs)
     directory = tempfile.mkdtemp(prefix="tune_memory_")
-    tuner = tuning.make_tuner(hypermodel, "random", directory=directory,
+    tuner = search.make_tuner(hypermodel, "random", directory=directory,
                               max_trials=args.trials, overwrite=True)
     series = []
     end_trial = tuner.on_trial_end

@@ -134,13 +134,14 @@ class TorchContender:
 
 def export_latency(case, fmt, repeats):
     """Batch-1 latency and throughput of the Keras model and its `fmt` export,
-    measured by `kzoo.export.benchmark` (mean over `repeats` calls)."""
+    measured by `kzoo.benchmark.benchmark` (mean over `repeats` calls)."""
     import tempfile
 
     import keras
 
     import kzoo
     from kzoo import export
+    from kzoo.benchmark import benchmark
 
     keras.utils.set_random_seed(0)
     model = kzoo.create_model(case.model, **case.kwargs)
@@ -149,7 +150,7 @@ def export_latency(case, fmt, repeats):
         t = time.perf_counter()
         export.export_model(model, path, format=fmt)
         export_s = time.perf_counter() - t
-        result = export.benchmark(model, path, fmt, batch_size=case.batch, repeats=repeats)
+        result = benchmark(model, path, fmt, batch_size=case.batch, repeats=repeats)
     return {"export_s": export_s, "batch": case.batch, "repeats": repeats, **result}
 
 

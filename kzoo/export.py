@@ -1,4 +1,4 @@
-"""Export and inference: kzoo models leave the zoo and run elsewhere.
+"""Export: kzoo models leave the zoo and run elsewhere.
 
 Exporting uses Keras' own `model.export` (ONNX, TensorFlow SavedModel); which
 backend can write which format depends on what is installed:
@@ -14,7 +14,9 @@ CLIP) go through `torch.export`, which needs `onnxscript`. docs/deploy.md
 lists which models export where.
 
 This is the one module besides kzoo/backend/ allowed to import a backend
-library: it runs exported artifacts with onnxruntime and TensorFlow.
+library: it exports through torch and runs exported artifacts with onnxruntime
+and TensorFlow (`exported_runner`). Predicting from files is `kzoo.predict`;
+timing an export against its Keras model is `kzoo.benchmark`.
 
 Example:
 
@@ -27,16 +29,13 @@ Example:
 """
 
 import importlib.util
-import json
 import re
-import time
 from pathlib import Path
 
 import keras
 import numpy as np
 
 FORMATS = ("onnx", "tf_saved_model", "keras")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 
 
 class ExportError(ValueError):
@@ -359,12 +358,30 @@ def default_output(source, format):
 
 
 # === Running exported artifacts ===
-def run_onnx(path, inputs):
-    """Run an exported ONNX model with onnxruntime; return its outputs (list of arrays)."""
-    import onnxruntime
+def exported_runner(path, format):
+    """Load an exported artifact once; return a function that runs it on inputs.
 
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return session.run(None, _onnx_feed(session, inputs))
+    The function takes inputs structured as the model's (an array, a tuple or
+    a dict of arrays) and returns what the runtime returns: a list of arrays
+    for ONNX, the serve endpoint's tensors for a SavedModel.
+
+    Args:
+        path: str or Path. The exported file or folder.
+        format: str. `"onnx"` (run with onnxruntime on the CPU) or
+            `"tf_saved_model"` (run with TensorFlow).
+    """
+    if format == "onnx":
+        import onnxruntime
+
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        return lambda inputs: session.run(None, _onnx_feed(session, inputs))
+    if format == "tf_saved_model":
+        import tensorflow as tf
+
+        artifact = tf.saved_model.load(str(path))
+        # Keras' serve endpoint takes the model's input structure as one argument.
+        return lambda inputs: artifact.serve(list(inputs) if isinstance(inputs, tuple) else inputs)
+    raise ExportError(f"Received format={format!r}; expected 'onnx' or 'tf_saved_model'.")
 
 
 def _onnx_feed(session, inputs):
@@ -375,179 +392,14 @@ def _onnx_feed(session, inputs):
     return dict(zip(names, keras.tree.flatten(inputs)))
 
 
+def run_onnx(path, inputs):
+    """Run an exported ONNX model with onnxruntime; return its outputs (list of arrays)."""
+    return exported_runner(path, "onnx")(inputs)
+
+
 def run_saved_model(path, inputs):
     """Run an exported SavedModel's `serve` endpoint with TensorFlow; return a list of arrays."""
     import tensorflow as tf
 
-    artifact = tf.saved_model.load(str(path))
-    # Keras' serve endpoint takes the model's input structure as one argument.
-    outputs = artifact.serve(list(inputs) if isinstance(inputs, tuple) else inputs)
+    outputs = exported_runner(path, "tf_saved_model")(inputs)
     return [np.asarray(o) for o in tf.nest.flatten(outputs)]
-
-
-# === Predicting ===
-def read_inputs(paths, model):
-    """Stack `.npy` arrays or image files into one batch shaped for `model`.
-
-    A `.npy` file holds one example (the model's input shape) or a batch.
-    Images are resized to the model's height and width, converted to its
-    channels and scaled to [0, 1].
-    """
-    if len(model.inputs) != 1:
-        raise ExportError(
-            f"Received a model with {len(model.inputs)} inputs; predict reads files for "
-            "single-input models, so call the model from Python for this one."
-        )
-    shape = tuple(model.inputs[0].shape[1:])
-    batches = []
-    for p in map(Path, paths):
-        if not p.is_file():
-            raise ExportError(f"Received input {str(p)!r}, which is not a file; pass .npy or image files.")
-        if p.suffix == ".npy":
-            array = np.load(p, allow_pickle=False)
-            if array.ndim == len(shape):
-                array = array[None]
-        elif p.suffix.lower() in IMAGE_SUFFIXES:
-            array = _read_image(p, shape)[None]
-        else:
-            raise ExportError(
-                f"Received input {str(p)!r}; expected a .npy file or an image "
-                f"({', '.join(IMAGE_SUFFIXES)})."
-            )
-        if array.ndim != len(shape) + 1 or any(
-            d is not None and d != a for d, a in zip(shape, array.shape[1:])
-        ):
-            raise ExportError(
-                f"Received an array of shape {array.shape} from {p.name}; expected "
-                f"{shape} or a batch (N, *{shape}) for this model."
-            )
-        batches.append(array)
-    batch = np.concatenate(batches)
-    return batch.astype(str(model.inputs[0].dtype))
-
-
-def _read_image(path, shape):
-    from PIL import Image
-
-    if len(shape) != 3:
-        raise ExportError(
-            f"Received image {path.name} for a model whose inputs have shape {shape}; "
-            "images need an (height, width, channels) input, so pass .npy arrays instead."
-        )
-    height, width, channels = shape
-    image = Image.open(path).convert("L" if channels == 1 else "RGB")
-    if height and width:
-        image = image.resize((width, height), Image.BILINEAR)
-    array = np.asarray(image, dtype="float32") / 255.0
-    return array[..., None] if channels == 1 else array
-
-
-def is_classifier(model):
-    """True for a kzoo classifier: (batch, classes) logits from a `num_classes` head."""
-    if len(model.output_shape) != 2:
-        return False
-    config = getattr(model, "model_config", None)
-    if config is not None and "num_classes" in config:
-        return config["num_classes"] is not None
-    return getattr(model, "classifier_name", None) in {layer.name for layer in model.layers}
-
-
-def top_k(logits, k=5, labels=None):
-    """Per example, the `k` most probable classes as `(label, probability)` pairs.
-
-    Example:
-
-    >>> from kzoo.export import top_k
-    >>> top_k([[0.0, 2.0, 1.0]], k=2, labels=["cat", "dog", "eel"])
-    [[('dog', 0.6652), ('eel', 0.2447)]]
-    """
-    logits = np.asarray(logits, dtype="float64")
-    probs = np.exp(logits - logits.max(axis=-1, keepdims=True))
-    probs /= probs.sum(axis=-1, keepdims=True)
-    k = min(k, probs.shape[-1])
-    rows = []
-    for p in probs:
-        order = np.argsort(-p, kind="stable")[:k]
-        rows.append([(labels[i] if labels else int(i), round(float(p[i]), 4)) for i in order])
-    return rows
-
-
-def predict_files(model, paths, k=5, labels=None):
-    """Run `model` on files; classifiers give top-k, others their raw outputs.
-
-    Returns:
-        dict: `{"inputs": [...], "top_k": [...]}` for classifiers, else
-        `{"inputs": [...], "outputs": array}`.
-    """
-    batch = read_inputs(paths, model)
-    outputs = keras.ops.convert_to_numpy(model.predict(batch, verbose=0))
-    names = [str(p) for p in paths]
-    if labels is not None and is_classifier(model) and len(labels) != outputs.shape[-1]:
-        raise ExportError(
-            f"Received {len(labels)} labels; expected one per class ({outputs.shape[-1]}), "
-            "one label per line."
-        )
-    if is_classifier(model):
-        return {"inputs": names, "top_k": top_k(outputs, k, labels)}
-    return {"inputs": names, "outputs": outputs}
-
-
-# === Speed ===
-def benchmark(model, exported, format, batch_size=32, repeats=20):
-    """Latency (batch 1, ms) and throughput (examples/s) of the Keras model and its export.
-
-    Args:
-        model: keras.Model. The model that was exported.
-        exported: str or Path. The exported artifact.
-        format: str. `"onnx"` or `"tf_saved_model"`.
-        batch_size: int. Batch size of the throughput measurement. Defaults to 32.
-        repeats: int. Timed calls per measurement (after one warm-up). Defaults to 20.
-
-    Returns:
-        dict: `{"keras": {...}, format: {...}}`, each with `latency_ms` and
-        `throughput`.
-    """
-    if format == "onnx":
-        import onnxruntime
-
-        session = onnxruntime.InferenceSession(str(exported), providers=["CPUExecutionProvider"])
-
-        def run_exported(x):
-            return session.run(None, _onnx_feed(session, x))
-    elif format == "tf_saved_model":
-        import tensorflow as tf
-
-        artifact = tf.saved_model.load(str(exported))
-
-        def run_exported(x):
-            return artifact.serve(x)
-    else:
-        raise ExportError(f"Received format={format!r}; expected 'onnx' or 'tf_saved_model'.")
-
-    def run_keras(x):
-        # Keras' own inference path: compiled where the backend compiles, no autograd.
-        return model.predict_on_batch(x)
-
-    results = {}
-    for label, fn in (("keras", run_keras), (format, run_exported)):
-        results[label] = {
-            "latency_ms": round(1000 * _seconds_per_call(fn, sample_inputs(model, 1), repeats), 3),
-            "throughput": round(batch_size / _seconds_per_call(
-                fn, sample_inputs(model, batch_size), repeats), 1),
-        }
-    return results
-
-
-def _seconds_per_call(fn, x, repeats):
-    fn(x)  # warm-up: tracing, compilation, allocation
-    start = time.perf_counter()
-    for _ in range(repeats):
-        out = fn(x)
-    keras.tree.map_structure(np.asarray, out)  # waits for asynchronous runtimes
-    return (time.perf_counter() - start) / repeats
-
-
-def to_json(result):
-    """`predict_files` output as JSON text (arrays become lists)."""
-    return json.dumps({k: v.tolist() if isinstance(v, np.ndarray) else v
-                       for k, v in result.items()}, indent=1)

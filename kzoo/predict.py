@@ -39,7 +39,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from kzoo.export import ExportError, is_classifier, model_path, top_k
+from kzoo.export import ExportError, model_path
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 TEXT_SUFFIXES = (".txt",)
@@ -244,6 +244,37 @@ def preprocess_images(paths, spec, shape):
         array = low + (high - low) * array
         out.append(array[..., None] if channels == 1 else array)
     return np.stack(out)
+
+
+# === Classes ===
+def is_classifier(model):
+    """True for a kzoo classifier: (batch, classes) logits from a `num_classes` head."""
+    if len(model.output_shape) != 2:
+        return False
+    config = getattr(model, "model_config", None)
+    if config is not None and "num_classes" in config:
+        return config["num_classes"] is not None
+    return getattr(model, "classifier_name", None) in {layer.name for layer in model.layers}
+
+
+def top_k(logits, k=5, labels=None):
+    """Per example, the `k` most probable classes as `(label, probability)` pairs.
+
+    Example:
+
+    >>> from kzoo.predict import top_k
+    >>> top_k([[0.0, 2.0, 1.0]], k=2, labels=["cat", "dog", "eel"])
+    [[('dog', 0.6652), ('eel', 0.2447)]]
+    """
+    logits = np.asarray(logits, dtype="float64")
+    probs = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    probs /= probs.sum(axis=-1, keepdims=True)
+    k = min(k, probs.shape[-1])
+    rows = []
+    for p in probs:
+        order = np.argsort(-p, kind="stable")[:k]
+        rows.append([(labels[i] if labels else int(i), round(float(p[i]), 4)) for i in order])
+    return rows
 
 
 # === Predicting ===

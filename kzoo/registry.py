@@ -36,6 +36,9 @@ class ModelEntry:
             inputs for the tiny configuration; None means "random floats
             shaped like `model.inputs`".
         recipe: str or None. The recipe in `recipes/` that trains the model.
+        search_space: `kzoo.training.search_space.FamilySpace`, a dict of
+            name to spec, or None. The family's default hyperparameter search
+            space (`recipes/tune.py`); None means the generic one.
     """
 
     name: str
@@ -47,6 +50,7 @@ class ModelEntry:
     recipe: str | None = None
     fixed: dict = dataclasses.field(default_factory=dict)
     variant_summary: str | None = None
+    search_space: Any = None
 
     @property
     def defaults(self):
@@ -74,7 +78,7 @@ _REGISTRY: dict[str, ModelEntry] = {}
 
 
 def register_model(
-    name, *, family, task, tiny, tiny_inputs=None, recipe=None
+    name, *, family, task, tiny, tiny_inputs=None, recipe=None, search_space=None
 ):
     """Register a model builder (a function or a model class) under `name`.
 
@@ -88,6 +92,10 @@ def register_model(
             floats shaped like the model's inputs).
         recipe: str or None. The recipe that trains this model. Defaults to
             None.
+        search_space: `kzoo.training.search_space.FamilySpace`, a dict of
+            name to spec (`{"units": "16..128:log:step=2"}`), or None. The
+            hyperparameter search space the tuner uses for this model.
+            Defaults to None (the generic space: dropout and training).
 
     Example:
 
@@ -124,6 +132,7 @@ def register_model(
             recipe=recipe,
             fixed=dict(fixed or {}),
             variant_summary=variant_summary,
+            search_space=search_space,
         )
         return builder
 
@@ -131,7 +140,8 @@ def register_model(
 
 
 def register_variant(
-    name, cls, /, *, summary, family, task, tiny, tiny_inputs=None, recipe=None, **fixed
+    name, cls, /, *, summary, family, task, tiny, tiny_inputs=None, recipe=None,
+    search_space=None, **fixed
 ):
     """Register `cls` with some arguments fixed, as a named variant.
 
@@ -143,12 +153,14 @@ def register_variant(
         name: str. The registered name, e.g. `"resnet18"`.
         cls: a model class (or builder function) to call.
         summary: str. One line saying what the variant is.
-        family, task, tiny, tiny_inputs, recipe: as in `register_model`.
+        family, task, tiny, tiny_inputs, recipe, search_space: as in
+            `register_model`.
         **fixed: the arguments that define the variant (a `name=` among them
             names the built model).
     """
     register_model(
-        name, family=family, task=task, tiny=tiny, tiny_inputs=tiny_inputs, recipe=recipe
+        name, family=family, task=task, tiny=tiny, tiny_inputs=tiny_inputs, recipe=recipe,
+        search_space=search_space,
     )(cls, fixed=fixed, variant_summary=summary)
 
 

@@ -15,6 +15,7 @@ them; `--aux-heads` trains GoogLeNet with its two auxiliary classifiers
 import numpy as np
 
 import kzoo
+from kzoo import losses
 from kzoo.data.digits import resize_images
 from kzoo.training import runner
 
@@ -75,7 +76,7 @@ def main(argv=None):
         **options,
     )
     if args.aux_heads:
-        loss = runner.classification_loss(args.label_smoothing)
+        loss = losses.classification_loss(args.label_smoothing)
         run.compile(model, loss=[loss] * 3, metrics=[["accuracy"], [], []],
                     loss_weights=[1.0, 0.3, 0.3])
     else:

@@ -13,6 +13,7 @@ picks what fits the data: no flips for digits).
 """
 
 import kzoo
+from kzoo import losses
 from kzoo.data.augment import (
     AUGMENTATIONS,
     AugmentedBatches,
@@ -76,7 +77,7 @@ def main(argv=None):
         )
         mlp.compile(
             optimizer=run.make_optimizer(),
-            loss=runner.classification_loss(args.label_smoothing),
+            loss=losses.classification_loss(args.label_smoothing),
             metrics=["accuracy"],
         )
         mlp.fit(train, epochs=run.epochs, verbose=0)

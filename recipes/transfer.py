@@ -27,6 +27,7 @@ import math
 import keras
 
 import kzoo
+from kzoo import losses
 from kzoo.data.augment import AugmentedBatches, default_augmentation, image_augmentation
 from kzoo.training import runner, transfer
 
@@ -92,7 +93,7 @@ def main(argv=None):
     def compile_finetune(model, optimizer):
         model.compile(
             optimizer=optimizer,
-            loss=runner.classification_loss(args.label_smoothing),
+            loss=losses.classification_loss(args.label_smoothing),
             metrics=["accuracy"],
             jit_compile=run.jit_compile,
         )
@@ -170,7 +171,7 @@ def finetune_pretrained(args, run, target, finetune_epochs):
     train = AugmentedBatches(x_train, target.y_train, args.batch_size, None, args.seed)
 
     def compile_finetune(optimizer):
-        model.compile(optimizer=optimizer, loss=runner.classification_loss(args.label_smoothing),
+        model.compile(optimizer=optimizer, loss=losses.classification_loss(args.label_smoothing),
                       metrics=["accuracy"], jit_compile=run.jit_compile)
 
     def evaluate():

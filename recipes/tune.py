@@ -1,8 +1,9 @@
 """Hyperparameter search with KerasTuner over any registered classifier.
 
-Random search, Bayesian optimisation or Hyperband over the model family's
-documented search space (`kzoo.training.tuning.FAMILY_SPACES` plus learning
-rate, weight decay, optimizer and batch size), with early stopping of bad
+Random search, Bayesian optimisation or Hyperband over the search space the
+model's family declares beside its registration (`search_space=` in
+`kzoo/models/`, in the syntax of `kzoo.training.search_space`) plus learning
+rate, weight decay, optimizer and batch size, with early stopping of bad
 trials. Failing trials are counted and the search goes on. Rerunning the same
 command continues an interrupted search; `--overwrite` starts over.
 
@@ -40,7 +41,7 @@ import os
 
 import keras
 
-from kzoo.training import runner
+from kzoo.training import plots, runner
 
 
 def main(argv=None):
@@ -76,21 +77,22 @@ def main(argv=None):
             "docs/results/tune.md); drop --distribute.")
 
     try:
-        from kzoo.training import tuning
+        from kzoo.training import search, tuning_report
+        from kzoo.training.search_space import TRAINING_SPACE, Param, load_spec, parse_overrides
     except ImportError as err:
         raise runner.RunError(str(err)) from None
     try:
-        overrides = tuning.load_spec(args.space_file) if args.space_file else {}
-        overrides.update(tuning.parse_overrides(args.space))
+        overrides = load_spec(args.space_file) if args.space_file else {}
+        overrides.update(parse_overrides(args.space))
         overrides = {"learning_rate" if k == "lr" else k: v for k, v in overrides.items()}
         # A flag given on the command line fixes the hyperparameter it names, unless
         # --space names it too.
         given = runner.given_flags(parser, argv)
-        for name in tuning.TRAINING_SPACE:
-            flag = tuning.FLAG_NAMES.get(name, name)
+        for name in TRAINING_SPACE:
+            flag = search.FLAG_NAMES.get(name, name)
             if flag in given and name not in overrides:
-                overrides[name] = tuning.Param("fixed", value=getattr(args, flag))
-        space = tuning.search_space(args.model, overrides)
+                overrides[name] = Param("fixed", value=getattr(args, flag))
+        space = search.search_space(args.model, overrides)
     except ValueError as err:
         raise runner.RunError(str(err)) from None
     if args.show_space:
@@ -101,15 +103,15 @@ def main(argv=None):
     # KerasTuner keeps its own record of the search in the folder: the same command
     # continues it and --overwrite starts it over.
     run = runner.Run(args, recipe=f"tune-{args.model}-{args.tuner}", own_folder=True)
-    role = tuning.role()
+    role = search.role()
     extra = {"image_size": args.image_size} if args.image_size else {}
     data = run.load_data(needs_arrays=True, **extra)
     try:
-        train, val, test, model_kwargs = tuning.prepare_data(args.model, data)
-        hypermodel = tuning.ZooHyperModel(args.model, space, model_kwargs, run=run,
+        train, val, test, model_kwargs = search.prepare_data(args.model, data)
+        hypermodel = search.ZooHyperModel(args.model, space, model_kwargs, run=run,
                                           monitor=args.objective)
         if not args.overwrite:
-            tuning.check_space(run.dir / "search", space)
+            search.check_space(run.dir / "search", space)
         # Fail fast, with the model's own message, if the default point cannot build.
         import keras_tuner
 
@@ -119,7 +121,7 @@ def main(argv=None):
     keras.backend.clear_session()
 
     smoke_trials = min(args.max_trials, 3)
-    tuner = tuning.make_tuner(
+    tuner = search.make_tuner(
         hypermodel,
         args.tuner,
         directory=run.dir,
@@ -132,7 +134,7 @@ def main(argv=None):
         overwrite=args.overwrite,
     )
     if role != "worker":
-        tuning.record_space(run.dir / "search", space)
+        search.record_space(run.dir / "search", space)
     # run.fit adds the flags' callbacks (--patience on the objective, --schedule plateau,
     # --debug-*) and stops a trial on a NaN loss.
     verbose = args.verbose if args.verbose is not None else 2
@@ -142,21 +144,23 @@ def main(argv=None):
     except RuntimeError as err:  # KerasTuner's "too many consecutive failures"
         raise runner.RunError(
             f"the search stopped after {args.max_consecutive_failures} failed trials in a row "
-            f"({tuning._last_line(str(err))}); fix or narrow the search space with --space."
+            f"({search.last_line(str(err))}); fix or narrow the search space with --space."
         ) from None
     if role == "worker":
         print(f"[tune worker {os.environ['KERASTUNER_TUNER_ID']}] no trials left.")
         return {"role": role}
 
-    title = f"{args.model}, {args.tuner} search on {data.name} ({run.backend})"
-    report = tuning.write_report(tuner, hypermodel, run.dir, args.objective, title)
+    # "tune recipe: random search over mlp on digits (jax backend)"
+    title = plots.run_title("tune", f"{args.tuner} search over {args.model}", data.name,
+                            run.backend)
+    report = tuning_report.write_report(tuner, hypermodel, run.dir, args.objective, title)
     print(report["table"])
     if report["overridden_flags"]:
-        print(tuning.overridden_note(report["overridden_flags"]))
+        print(tuning_report.overridden_note(report["overridden_flags"]))
     print(f"{report['completed']} trials completed, {report['failed']} failed.")
     if report["best"] is None:
         raise runner.RunError("no trial completed, so there is no best model; see trials.json.")
-    model = tuning.best_model(tuner, hypermodel, train, fit_kwargs)
+    model = search.best_model(tuner, hypermodel, train, fit_kwargs)
     results = model.evaluate(*test, verbose=0, return_dict=True)
     return run.finish(model, {
         "test_accuracy": results["accuracy"],

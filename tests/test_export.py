@@ -11,6 +11,8 @@ from harness import first_output, predict, tiny_inputs, tiny_model
 import kzoo
 from kzoo import __main__ as cli
 from kzoo import export
+from kzoo.benchmark import benchmark
+from kzoo.predict import top_k
 
 MODELS = kzoo.list_models()
 RUNTIME = {"onnx": "onnxruntime", "tf_saved_model": "tensorflow"}
@@ -206,7 +208,7 @@ def test_cli_predict_rejects_other_files_and_bad_top_k(run_dir, tmp_path, capsys
 
 
 def test_top_k_probabilities_sum_and_order():
-    rows = export.top_k(np.log([[0.1, 0.6, 0.3]]), k=3)
+    rows = top_k(np.log([[0.1, 0.6, 0.3]]), k=3)
     assert rows == [[(1, 0.6), (2, 0.3), (0, 0.1)]]
 
 
@@ -218,7 +220,7 @@ def test_benchmark_reports_keras_and_exported_speed(name, format, tmp_path):
         pytest.skip(f"{name} cannot be exported as {format} here (see the export test)")
     model = tiny_model(name)
     path = export.export_model(model, tmp_path / f"m.{format}", format=format)
-    result = export.benchmark(model, path, format, batch_size=4, repeats=2)
+    result = benchmark(model, path, format, batch_size=4, repeats=2)
     assert set(result) == {"keras", format}
     for row in result.values():
         assert row["latency_ms"] > 0 and row["throughput"] > 0

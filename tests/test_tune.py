@@ -16,7 +16,7 @@ import pytest
 
 keras_tuner = pytest.importorskip("keras_tuner")
 
-from kzoo.training import tuning  # noqa: E402
+from kzoo.training import search, search_space, tuning_report  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 tune_main = runpy.run_path(str(ROOT / "recipes" / "tune.py"))["main"]
@@ -31,20 +31,21 @@ ONE_BAD_VALUE = [
 
 
 def test_docstring_examples():
-    results = doctest.testmod(tuning, optionflags=doctest.ELLIPSIS)
-    assert results.attempted >= 5 and results.failed == 0
+    results = [doctest.testmod(m, optionflags=doctest.ELLIPSIS)
+               for m in (search_space, search, tuning_report)]
+    assert sum(r.attempted for r in results) >= 5 and sum(r.failed for r in results) == 0
 
 
 # === Spaces and overrides ===
 def test_parse_param_forms():
-    lr = tuning.parse_param("learning_rate", "1e-4..1e-2:log")
+    lr = search_space.parse_param("learning_rate", "1e-4..1e-2:log")
     assert (lr.kind, lr.low, lr.high, lr.log) == ("float", 1e-4, 1e-2, True)
-    width = tuning.parse_param("width", "32..256:log:step=2")
+    width = search_space.parse_param("width", "32..256:log:step=2")
     assert (width.kind, width.step) == ("int", 2)
-    assert tuning.parse_param("optimizer", "adam|sgd").values == ("adam", "sgd")
-    assert tuning.parse_param("batch_norm", "true").value is True
-    assert tuning.parse_param("depth", [1, 2]).values == (1, 2)
-    assert tuning.parse_param("d", {"min": 0.0, "max": 0.5, "step": 0.1}).kind == "float"
+    assert search_space.parse_param("optimizer", "adam|sgd").values == ("adam", "sgd")
+    assert search_space.parse_param("batch_norm", "true").value is True
+    assert search_space.parse_param("depth", [1, 2]).values == (1, 2)
+    assert search_space.parse_param("d", {"min": 0.0, "max": 0.5, "step": 0.1}).kind == "float"
 
 
 @pytest.mark.parametrize(
@@ -58,35 +59,35 @@ def test_parse_param_forms():
 )
 def test_parse_param_errors_are_one_sentence(spec, fragment):
     with pytest.raises(ValueError, match="Received") as info:
-        tuning.parse_param("x", spec)
+        search_space.parse_param("x", spec)
     assert fragment in str(info.value)
 
 
 def test_spec_file_json_and_lines(tmp_path):
     as_json = tmp_path / "space.json"
     as_json.write_text(json.dumps({"depth": "1..4", "optimizer": ["adam", "sgd"], "dropout": 0.1}))
-    found = tuning.load_spec(as_json)
+    found = search_space.load_spec(as_json)
     assert (found["depth"].high, found["optimizer"].values, found["dropout"].value) == (
         4, ("adam", "sgd"), 0.1)
     as_lines = tmp_path / "space.txt"
     as_lines.write_text("# narrow\nwidth: 64..128:log:step=2\noptimizer: [adam, rmsprop]\n")
-    found = tuning.load_spec(as_lines)
+    found = search_space.load_spec(as_lines)
     assert found["width"].low == 64 and found["optimizer"].values == ("adam", "rmsprop")
     (tmp_path / "bad.txt").write_text("just words\n")
     with pytest.raises(ValueError, match="line 1"):
-        tuning.load_spec(tmp_path / "bad.txt")
+        search_space.load_spec(tmp_path / "bad.txt")
 
 
 def test_space_narrow_widen_and_reject():
-    default = tuning.search_space("mlp")
+    default = search.search_space("mlp")
     assert {"depth", "width", "dropout", "learning_rate", "optimizer", "batch_size"} <= set(default)
     assert default["learning_rate"].log
-    space = tuning.search_space("mlp", tuning.parse_overrides(["depth=2", "l2=1e-5..1e-3:log"]))
+    space = search.search_space("mlp", search_space.parse_overrides(["depth=2", "l2=1e-5..1e-3:log"]))
     assert space["depth"].kind == "fixed" and space["l2"].log  # narrowed, widened
     with pytest.raises(ValueError, match="does not take"):
-        tuning.search_space("mlp", tuning.parse_overrides(["kernel=3"]))
+        search.search_space("mlp", search_space.parse_overrides(["kernel=3"]))
     with pytest.raises(ValueError, match="set from the data"):
-        tuning.search_space("mlp", tuning.parse_overrides(["num_classes=3"]))
+        search.search_space("mlp", search_space.parse_overrides(["num_classes=3"]))
 
 
 @pytest.mark.parametrize(
@@ -99,7 +100,7 @@ def test_space_narrow_widen_and_reject():
     ],
 )
 def test_family_space_maps_onto_create_model(name, expected):
-    hm = tuning.ZooHyperModel(name, tuning.search_space(name), {"num_classes": 3})
+    hm = search.ZooHyperModel(name, search.search_space(name), {"num_classes": 3})
     values = {"depth": 2, "width": 64, "blocks_per_stage": 2, "hidden_dim": 64, "mlp_ratio": 2,
               "dropout": 0.2,
               "learning_rate": 1e-3, "optimizer": "sgd", "batch_size": 32}
@@ -114,10 +115,10 @@ def test_rnn_reads_images_row_by_row():
     import kzoo.data
 
     data = kzoo.data.load("digits", smoke=True)
-    (x, y), _, _, kwargs = tuning.prepare_data("lstm_classifier", data)
+    (x, y), _, _, kwargs = search.prepare_data("lstm_classifier", data)
     assert x.shape == (len(y), 8, 8) and kwargs["input_shape"] == (8, 8)
     np.testing.assert_array_equal(x[0, 3], data.x_train[0, 3, :, 0])
-    hm = tuning.ZooHyperModel("lstm_classifier", tuning.search_space("lstm_classifier"), kwargs)
+    hm = search.ZooHyperModel("lstm_classifier", search.search_space("lstm_classifier"), kwargs)
     assert hm.build(keras_tuner.HyperParameters()).output_shape == (None, 10)
 
 
@@ -125,9 +126,9 @@ def test_vit_gets_image_shape_and_builds_on_digits():
     import kzoo.data
 
     data = kzoo.data.load("digits", smoke=True)
-    *_, kwargs = tuning.prepare_data("vit_tiny", data)
+    *_, kwargs = search.prepare_data("vit_tiny", data)
     assert kwargs == {"image_shape": (8, 8, 1), "num_classes": 10}
-    hm = tuning.ZooHyperModel("vit_tiny", tuning.search_space("vit_tiny"), kwargs)
+    hm = search.ZooHyperModel("vit_tiny", search.search_space("vit_tiny"), kwargs)
     model = hm.build(keras_tuner.HyperParameters())
     assert model.output_shape == (None, 10) and model.get_config()["num_layers"] == 1
 
@@ -137,13 +138,87 @@ def test_importance_ranks_the_hyperparameter_that_matters():
     rows = []
     for i in range(12):
         lr, opt = float(10 ** rng.uniform(-4, -2)), ["adam", "sgd"][i % 2]
-        rows.append(tuning.TrialRow(str(i), "COMPLETED", -np.log10(lr) + rng.normal(0, 0.01),
+        rows.append(tuning_report.TrialRow(str(i), "COMPLETED", -np.log10(lr) + rng.normal(0, 0.01),
                                     {}, {"learning_rate": lr, "optimizer": opt}))
-    space = {"learning_rate": tuning.Range(1e-4, 1e-2, log=True),
-             "optimizer": tuning.Choice("adam", "sgd")}
-    ranking = tuning.importance(rows, space)
+    space = {"learning_rate": search_space.Range(1e-4, 1e-2, log=True),
+             "optimizer": search_space.Choice("adam", "sgd")}
+    ranking = tuning_report.importance(rows, space)
     assert list(ranking) == ["learning_rate", "optimizer"]
     assert ranking["learning_rate"] > 0.95 and ranking["optimizer"] < 0.5
+
+
+def test_a_family_declares_its_space_at_registration():
+    import kzoo
+
+    def builder(input_shape=(4,), num_classes=2, units=8, dropout=0.0):
+        return kzoo.create_model("mlp", input_shape=input_shape, num_classes=num_classes,
+                                 hidden_units=(units,), dropout=dropout)
+
+    kzoo.register_model("test_declared", family="example", task="classification", tiny={},
+                        search_space={"units": "4..16:log:step=2"})(builder)
+    kzoo.register_model("test_undeclared", family="example", task="classification",
+                        tiny={})(builder)
+    try:
+        declared = search.search_space("test_declared")
+        # The declared space replaces the generic one; the training space is added.
+        assert declared["units"].describe() == "4..16:log:step=2" and "dropout" not in declared
+        assert set(search_space.TRAINING_SPACE) <= set(declared)
+        undeclared = search.search_space("test_undeclared")
+        assert undeclared["dropout"] == search_space.GENERIC_SPACE.params["dropout"]
+        assert "units" not in undeclared
+    finally:
+        kzoo.registry.unregister_model("test_declared")
+        kzoo.registry.unregister_model("test_undeclared")
+
+
+# === The search picture ===
+SEARCHED = {"depth": search_space.Range(1, 3), "optimizer": search_space.Choice("adam", "sgd"),
+            "learning_rate": search_space.Range(1e-4, 1e-2, log=True)}
+TITLE = "tune recipe: random search over mlp on digits (jax backend)"
+
+
+def _whole_number_ticks(ax):
+    low, high = ax.get_xlim()
+    ticks = [t for t in ax.get_xticks() if low <= t <= high]
+    return ticks if ticks and all(float(t).is_integer() for t in ticks) else None
+
+
+def test_search_picture_names_the_search_and_labels_its_axes():
+    rows = [tuning_report.TrialRow(str(i), "COMPLETED", score, {},
+                                   {"depth": depth, "optimizer": opt, "learning_rate": lr})
+            for i, (score, depth, opt, lr) in enumerate([
+                (0.9, 1, "sgd", 1e-4), (0.5, 2, "adam", 1e-3), (0.7, 3, "sgd", 3e-3),
+                (0.4, 2, "adam", 1e-2)])]
+    rows.append(tuning_report.TrialRow("4", "FAILED", None, {}, {"depth": 1}, "ValueError"))
+    fig = tuning_report.search_figure(rows, SEARCHED, "val_loss", title=TITLE)
+    trials, against = fig.axes
+    assert fig.get_suptitle() == (
+        f"{TITLE}\n5 trials: 4 completed, 1 failed; searched: depth, optimizer, learning_rate")
+    assert (trials.get_xlabel(), trials.get_ylabel()) == (
+        "trial (in the order they started)", "val_loss")
+    assert _whole_number_ticks(trials) == [0, 1, 2, 3, 4]
+    assert [t.get_text() for t in trials.get_xticklabels()] == ["0", "1", "2", "3", "4"]
+    crosses = [line for line in trials.lines if line.get_marker() == "x"]
+    assert len(crosses) == 1 and list(crosses[0].get_xdata()) == [4]  # the failed trial
+    assert against.get_ylabel() == "val_loss"
+    assert against.get_xlabel().split(" (")[0] in SEARCHED and against.get_title()
+
+
+def test_search_picture_of_one_trial_is_readable():
+    rows = [tuning_report.TrialRow("0", "COMPLETED", 0.41, {}, {"depth": 2})]
+    fig = tuning_report.search_figure(rows, {"depth": search_space.Range(1, 3)}, "val_loss",
+                                      title=TITLE)
+    trials, against = fig.axes
+    assert fig.get_suptitle() == f"{TITLE}\n1 trial: 1 completed, 0 failed; searched: depth"
+    low, high = trials.get_ylim()
+    # Not matplotlib's few percent around a lone dot: a range the value's own size.
+    assert low < 0.41 < high and high - low >= 0.41
+    assert _whole_number_ticks(trials) == [0]
+    assert any(t.get_text() == "0.41" for t in trials.texts)  # the value written beside it
+    # The whole range searched, in whole numbers, not a sliver around the one value.
+    left, right = against.get_xlim()
+    assert left < 1 and right > 3 and _whole_number_ticks(against)
+    assert against.get_ylim() == (low, high)
 
 
 # === Searches through the recipe ===
@@ -178,6 +253,26 @@ def test_smoke_search(tmp_path, kind, trials):
         assert any("tuner/trial_id" in r["values"] for r in rows)
 
 
+def test_smoke_search_picture_names_recipe_model_dataset_and_backend(tmp_path, monkeypatch):
+    from kzoo.training import plots
+
+    captured = []
+    real = tuning_report.search_figure
+
+    def capture(*args, **kwargs):
+        captured.append(real(*args, **kwargs))
+        return captured[-1]
+
+    monkeypatch.setattr(tuning_report, "search_figure", capture)
+    tune_main(QUIET + ["--max-trials", "1", "--output-dir", str(tmp_path)])
+    [fig] = captured
+    dataset = json.loads((tmp_path / "metrics.json").read_text())["dataset"]
+    title = plots.run_title("tune", "random search over mlp", dataset, keras.config.backend())
+    assert fig.get_suptitle().startswith(f"{title}\n1 trial: 1 completed, 0 failed; searched: ")
+    assert (tmp_path / "search.png").stat().st_size > 0
+    assert all(ax.get_xlabel() and ax.get_ylabel() and ax.get_title() for ax in fig.axes)
+
+
 @pytest.mark.slow
 def test_failing_trial_is_counted_and_search_goes_on(tmp_path, capsys):
     metrics = tune_main(QUIET + ["--max-trials", "3", "--seed", "1", "--output-dir", str(tmp_path)]
@@ -195,7 +290,7 @@ def test_failing_trial_is_counted_and_search_goes_on(tmp_path, capsys):
 def test_rerun_continues_an_interrupted_search(tmp_path, monkeypatch):
     argv = QUIET + ["--max-trials", "3", "--output-dir", str(tmp_path)]
     calls = []
-    original = tuning.ZooHyperModel.fit
+    original = search.ZooHyperModel.fit
 
     def interrupted_fit(self, hp, model, *args, **kwargs):
         calls.append(dict(hp.values))
@@ -203,13 +298,13 @@ def test_rerun_continues_an_interrupted_search(tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return original(self, hp, model, *args, **kwargs)
 
-    monkeypatch.setattr(tuning.ZooHyperModel, "fit", interrupted_fit)
+    monkeypatch.setattr(search.ZooHyperModel, "fit", interrupted_fit)
     with pytest.raises(KeyboardInterrupt):
         tune_main(argv)
     first = tmp_path / "search" / "trial_0" / "trial.json"
     stamp = first.stat().st_mtime_ns
     calls.clear()
-    monkeypatch.setattr(tuning.ZooHyperModel, "fit", lambda self, *a, **k: (
+    monkeypatch.setattr(search.ZooHyperModel, "fit", lambda self, *a, **k: (
         calls.append(dict(a[0].values)), original(self, *a, **k))[1])
     metrics = tune_main(argv)
     # Only the interrupted trial (same values) and the last one ran again.

@@ -16,7 +16,8 @@ import pytest
 
 pytest.importorskip("keras_tuner")
 
-from kzoo.training import runner, tuning  # noqa: E402
+from kzoo.training import runner  # noqa: E402
+from kzoo.training.search import flag_overrides  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 tune_main = runpy.run_path(str(ROOT / "recipes" / "tune.py"))["main"]
@@ -189,7 +190,7 @@ def test_overrides_are_the_flags_own_names():
     assert run.args.lr == 1e-3 and run.args.optimizer == "adam"  # the flags are unchanged
     with pytest.raises(ValueError, match=r"Received overrides for \['learning_rate'\]"):
         run.make_optimizer(overrides={"learning_rate": 3e-3})
-    assert tuning.flag_overrides({"learning_rate": 1e-2, "l2": 1e-4}) == {"lr": 1e-2, "l2": 1e-4}
+    assert flag_overrides({"learning_rate": 1e-2, "l2": 1e-4}) == {"lr": 1e-2, "l2": 1e-4}
 
 
 def test_building_scopes_precision_and_remat_and_restores_them():

@@ -6,6 +6,7 @@ from kzoo import validation
 from kzoo.layers.conv import conv_bn_act, global_pool, pool
 from kzoo.models.base import ZooModel, head, image_or_signal_shape
 from kzoo.registry import register_model
+from kzoo.training.search_space import FamilySpace
 
 
 def odd_kernel_size(name, value):
@@ -17,6 +18,20 @@ def odd_kernel_size(name, value):
             f"is symmetric, such as {name}={value + 1}."
         )
     return value
+
+
+def _searched_kwargs(values, entry):
+    # Widths double at every stage, as in VGG.
+    width, depth = values.pop("width"), values.pop("depth")
+    return {"widths": tuple(width * 2**i for i in range(depth))}
+
+
+#: The tuner's default space (recipes/tune.py).
+SEARCH_SPACE = FamilySpace(
+    {"depth": "1..3", "width": "8..64:log:step=2", "convs_per_stage": "1..2",
+     "dropout": "0.0..0.5:step=0.1"},
+    to_kwargs=_searched_kwargs,
+)
 
 
 @keras.saving.register_keras_serializable(package="kzoo")
@@ -32,6 +47,7 @@ def odd_kernel_size(name, value):
         "dropout": 0.1,
     },
     recipe="recipes/cnn.py",
+    search_space=SEARCH_SPACE,
 )
 class SimpleCNN(ZooModel):
     """VGG-style small CNN: conv-BN-ReLU stages, pooling, global average pooling.

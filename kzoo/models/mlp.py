@@ -6,8 +6,22 @@ from kzoo import validation
 from kzoo.layers import fast
 from kzoo.models.base import ZooModel, head
 from kzoo.registry import register_model
+from kzoo.training.search_space import FamilySpace
 
 ACTIVATIONS = ("relu", "gelu", "silu", "tanh", "sigmoid", "elu", "leaky_relu")
+
+
+def _searched_kwargs(values, entry):
+    # A constant width per layer: one width and a depth cover the usual shapes.
+    return {"hidden_units": (values.pop("width"),) * values.pop("depth")}
+
+
+#: The tuner's default space (recipes/tune.py).
+SEARCH_SPACE = FamilySpace(
+    {"depth": "1..3", "width": "32..512:log:step=2", "dropout": "0.0..0.5:step=0.1",
+     "batch_norm": "false|true"},
+    to_kwargs=_searched_kwargs,
+)
 
 
 @keras.saving.register_keras_serializable(package="kzoo")
@@ -18,6 +32,7 @@ ACTIVATIONS = ("relu", "gelu", "silu", "tanh", "sigmoid", "elu", "leaky_relu")
     tiny={"input_shape": (12,), "num_classes": 3, "hidden_units": (16, 8),
           "batch_norm": True, "dropout": 0.1},
     recipe="recipes/mlp.py",
+    search_space=SEARCH_SPACE,
 )
 class MLP(ZooModel):
     """Multilayer perceptron for flat feature vectors.

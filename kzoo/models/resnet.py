@@ -20,6 +20,7 @@ from kzoo.layers.conv import (
 )
 from kzoo.models.base import ZooModel, head, image_or_signal_shape
 from kzoo.registry import register_variant
+from kzoo.training.search_space import FamilySpace
 
 BLOCKS = {"basic": (basic_block, 1), "bottleneck": (bottleneck_block, 4)}  # (fn, expansion)
 STEMS = ("imagenet", "cifar")
@@ -135,6 +136,19 @@ class ResNet(ZooModel):
         )
 
 
+# === The tuner's default space (recipes/tune.py) ===
+def _searched_kwargs(values, entry):
+    # The same number of residual blocks in every stage of the variant.
+    stages = len(entry.defaults["stage_blocks"])
+    return {"stage_blocks": (values.pop("blocks_per_stage"),) * stages}
+
+
+SEARCH_SPACE = FamilySpace(
+    {"blocks_per_stage": "1..3", "width": "8..32:log:step=2", "dropout": "0.0..0.3:step=0.1"},
+    to_kwargs=_searched_kwargs,
+)
+
+
 # === Registered variants ===
 register_variant(
     "resnet18",
@@ -143,6 +157,7 @@ register_variant(
     family="cnn",
     task="classification",
     recipe="recipes/resnet.py",
+    search_space=SEARCH_SPACE,
     tiny={"input_shape": (16, 16, 3), "num_classes": 3, "width": 4, "stage_blocks": (1, 1)},
     block="basic",
     stage_blocks=(2, 2, 2, 2),
@@ -155,6 +170,7 @@ register_variant(
     family="cnn",
     task="classification",
     recipe="recipes/resnet.py",
+    search_space=SEARCH_SPACE,
     # A 1-D tiny configuration, so the generic suite covers signal ResNets too.
     tiny={"input_shape": (32, 2), "num_classes": 3, "width": 4, "stage_blocks": (1, 2)},
     block="basic",
@@ -168,6 +184,7 @@ register_variant(
     family="cnn",
     task="classification",
     recipe="recipes/resnet.py",
+    search_space=SEARCH_SPACE,
     tiny={"input_shape": (16, 16, 3), "num_classes": 3, "width": 4, "stage_blocks": (1, 1)},
     block="bottleneck",
     stage_blocks=(3, 4, 6, 3),
@@ -180,6 +197,7 @@ register_variant(
     family="cnn",
     task="classification",
     recipe="recipes/resnet.py",
+    search_space=SEARCH_SPACE,
     tiny={
         "input_shape": (8, 8, 3),
         "num_classes": 3,
@@ -203,6 +221,7 @@ register_variant(
     family="cnn",
     task="classification",
     recipe="recipes/resnet.py",
+    search_space=SEARCH_SPACE,
     tiny={"input_shape": (8, 8, 3), "num_classes": 3, "width": 4, "stage_blocks": (1, 1, 1)},
     input_shape=(32, 32, 3),
     num_classes=10,

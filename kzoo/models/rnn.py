@@ -21,6 +21,7 @@ from kzoo.layers import fast
 from kzoo.layers.recurrent import GRU, LSTM, SequencePooling
 from kzoo.models.base import ZooModel, head
 from kzoo.registry import register_variant
+from kzoo.training.search_space import FamilySpace
 
 CELLS = {"lstm": LSTM, "gru": GRU}
 POOLINGS = ("last", "mean", "max")
@@ -151,6 +152,13 @@ class RecurrentNetwork(ZooModel):
         )
 
 
+#: The tuner's default space (recipes/tune.py): every name is a builder argument.
+SEARCH_SPACE = FamilySpace({
+    "units": "16..128:log:step=2", "num_layers": "1..2", "bidirectional": "false|true",
+    "dropout": "0.0..0.3:step=0.1", "pooling": "last|mean|max",
+})
+
+
 # === Registered variants ===
 
 
@@ -166,6 +174,7 @@ register_variant(
     "lstm_classifier", RecurrentNetwork,
     summary="LSTM sequence classifier (stacked, optionally bidirectional; logits).",
     family="rnn", task="classification", recipe="recipes/rnn.py",
+    search_space=SEARCH_SPACE,
     tiny={"input_shape": (4, 3), "units": 4, "bidirectional": True, "num_classes": 3},
     cell="lstm", name="lstm_classifier",
 )
@@ -173,6 +182,7 @@ register_variant(
     "gru_classifier", RecurrentNetwork,
     summary="GRU sequence classifier (stacked, optionally bidirectional; logits).",
     family="rnn", task="classification", recipe="recipes/rnn.py",
+    search_space=SEARCH_SPACE,
     tiny={"input_shape": (6,), "vocab_size": 11, "embedding_dim": 4, "units": 4,
           "pooling": "max", "num_classes": 3},
     tiny_inputs=tiny_token_inputs,
@@ -182,6 +192,7 @@ register_variant(
     "lstm_regressor", RecurrentNetwork,
     summary="LSTM regressor for time-series forecasting.",
     family="rnn", task="regression", recipe="recipes/rnn.py",
+    search_space=SEARCH_SPACE,
     tiny={"input_shape": (4, 2), "units": 4, "pooling": "mean", "num_outputs": 2},
     cell="lstm", num_classes=None, num_outputs=1, name="lstm_regressor",
 )
@@ -189,6 +200,7 @@ register_variant(
     "gru_regressor", RecurrentNetwork,
     summary="GRU regressor for time-series forecasting.",
     family="rnn", task="regression", recipe="recipes/rnn.py",
+    search_space=SEARCH_SPACE,
     tiny={"input_shape": (4, 3), "units": 4, "num_layers": 2, "dropout": 0.1,
           "num_outputs": 1},
     cell="gru", num_classes=None, num_outputs=1, name="gru_regressor",

@@ -13,6 +13,7 @@ from kzoo.layers.transformer import (
 )
 from kzoo.models.base import ZooModel, head
 from kzoo.registry import register_variant
+from kzoo.training.search_space import FamilySpace
 
 POOLINGS = ("token", "mean")
 
@@ -139,10 +140,25 @@ class VisionTransformer(ZooModel):
         )
 
 
+# === The tuner's default space (recipes/tune.py) ===
+def _searched_kwargs(values, entry):
+    # The MLP's width as a multiple of the model width, as in the ViT papers.
+    return {"mlp_dim": values["hidden_dim"] * values.pop("mlp_ratio")}
+
+
+SEARCH_SPACE = FamilySpace(
+    # Small models for small images: patches of 2 or 4 pixels tile 8x8 digits.
+    {"patch_size": "2|4", "hidden_dim": "32|64|128", "num_heads": "2|4", "num_layers": "1..4",
+     "mlp_ratio": "2|4", "dropout": "0.0..0.3:step=0.1"},
+    to_kwargs=_searched_kwargs,
+)
+
+
 # === Registered variants (the widths and depths of the ViT and DeiT papers) ===
 _TINY = {"image_shape": (8, 8, 3), "patch_size": 4, "num_classes": 3, "hidden_dim": 8,
          "num_heads": 2, "num_layers": 1, "mlp_dim": 16}
-_COMMON = dict(family="vit", task="classification", tiny=_TINY, recipe="recipes/vit.py")
+_COMMON = dict(family="vit", task="classification", tiny=_TINY, recipe="recipes/vit.py",
+               search_space=SEARCH_SPACE)
 
 register_variant(
     "vit_tiny", VisionTransformer, summary="ViT-Ti/16: width 192, 3 heads, 12 layers (5.7M).",

@@ -66,10 +66,7 @@ import numpy as np
 from kzoo import data as kzoo_data
 from kzoo import optimizers
 from kzoo.backend import memory
-from kzoo.losses import (  # noqa: F401  (kept importable from here)
-    SparseCategoricalCrossentropyWithSmoothing,
-    classification_loss,
-)
+from kzoo.losses import classification_loss
 from kzoo.training import plots, run_folder
 from kzoo.training.checkpoint import CrashSafeBackup
 

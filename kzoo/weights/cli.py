@@ -111,7 +111,7 @@ def convert_command(args):
 
 def predict_command(args, files):
     """`predict --model NAME --weights SOURCE FILES`: top-k class names with probabilities."""
-    from kzoo.export import top_k
+    from kzoo.predict import top_k
     from kzoo.weights.preprocessing import preprocess_images
 
     if not args.zoo_model or not args.weights:
