@@ -151,7 +151,7 @@ class ZooModel(ModelConfig, keras.Model):
     """
 
     #: Name of the layer that maps features to logits (None: no classifier).
-    classifier_name = "head"
+    classifier_name: str | None = "head"  # None: a model with no classifier layer
 
     def get_config(self):
         config = super().get_config()

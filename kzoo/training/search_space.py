@@ -25,6 +25,8 @@ This module imports neither KerasTuner nor the runner, so model modules can
 declare their spaces with it.
 """
 
+from __future__ import annotations
+
 import dataclasses
 import json
 import numbers
@@ -50,10 +52,10 @@ class Param:
     """
 
     kind: str
-    low: float = None
-    high: float = None
+    low: float | None = None
+    high: float | None = None
     log: bool = False
-    step: float = None
+    step: float | None = None
     values: tuple = ()
     value: object = None
 
