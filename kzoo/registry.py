@@ -32,9 +32,9 @@ class ModelEntry:
         task: str. One of `kzoo.registry.TASKS`; tells tests and tools what
             the model's outputs mean.
         tiny: dict. Keyword arguments for a tiny configuration used by tests.
-        tiny_inputs: callable or None. `tiny_inputs(batch_size, rng)` returns
-            inputs for the tiny configuration; None means "random floats
-            shaped like `model.inputs`".
+        tiny_inputs: `UniformInputs`, callable or None. Inputs for the tiny
+            configuration, drawn by `make_tiny_inputs`; None means "random
+            floats shaped like `model.inputs`".
         recipe: str or None. The recipe in `recipes/` that trains the model.
         search_space: `kzoo.training.search_space.FamilySpace`, a dict of
             name to spec, or None. The family's default hyperparameter search
@@ -46,7 +46,7 @@ class ModelEntry:
     family: str
     task: str
     tiny: dict
-    tiny_inputs: Callable[..., Any] | None = None
+    tiny_inputs: "UniformInputs | Callable[..., Any] | None" = None
     recipe: str | None = None
     fixed: dict = dataclasses.field(default_factory=dict)
     variant_summary: str | None = None
@@ -73,6 +73,70 @@ class ModelEntry:
         doc = self.doc
         return doc.splitlines()[0] if doc else ""
 
+    def make_tiny_inputs(self, model, batch_size, rng):
+        """Inputs for `model`, the tiny configuration, as `tiny_inputs` declares them.
+
+        Returns None when the registration declares none (the caller picks).
+        """
+        if isinstance(self.tiny_inputs, UniformInputs):
+            return self.tiny_inputs.sample(model, batch_size, rng)
+        if self.tiny_inputs is not None:
+            return self.tiny_inputs(batch_size, rng)
+        return None
+
+
+@dataclasses.dataclass(frozen=True)
+class UniformInputs:
+    """Tiny inputs declared by their value range: floats uniform in `[low, high)`.
+
+    Made by `uniform_inputs`. They are drawn in the tiny model's own input
+    shape: its `example_shape` (models that train themselves on `fit(x)` have
+    one) or else the shape of its one input, unknown axes taken as 8.
+    """
+
+    low: float
+    high: float
+
+    def sample(self, model, batch_size, rng):
+        """A float32 array `(batch_size, *input shape)` drawn with NumPy's `rng`."""
+        shape = getattr(model, "example_shape", None)
+        if shape is None:
+            if len(model.inputs) != 1:
+                raise ValueError(
+                    f"Received uniform_inputs for {model.name!r}, which has {len(model.inputs)} "
+                    "inputs; expected one, so pass a tiny_inputs(batch_size, rng) function."
+                )
+            shape = model.inputs[0].shape[1:]
+        shape = tuple(8 if d is None else int(d) for d in shape)
+        return rng.uniform(self.low, self.high, size=(batch_size, *shape)).astype("float32")
+
+
+def uniform_inputs(low, high):
+    """Declare a model's tiny inputs as floats uniform in `[low, high)`.
+
+    Pass it as `register_model(..., tiny_inputs=uniform_inputs(0.0, 1.0))`
+    for a model whose inputs must lie in a range (images in `[0, 1]`); the
+    shape comes from the tiny model itself.
+
+    Args:
+        low: float. Smallest value.
+        high: float. Upper bound (excluded); above `low`.
+
+    Example:
+
+    >>> import numpy as np, kzoo
+    >>> model = kzoo.create_model("mlp", input_shape=(3,), num_classes=2, hidden_units=(4,))
+    >>> x = uniform_inputs(-1.0, 1.0).sample(model, 2, np.random.default_rng(0))
+    >>> x.shape, x.dtype.name, bool(x.min() >= -1.0 and x.max() < 1.0)
+    ((2, 3), 'float32', True)
+    """
+    if not (isinstance(low, (int, float)) and isinstance(high, (int, float)) and low < high):
+        raise ValueError(
+            f"Received uniform_inputs({low!r}, {high!r}); expected two numbers with "
+            "low < high, such as uniform_inputs(0.0, 1.0)."
+        )
+    return UniformInputs(float(low), float(high))
+
 
 _REGISTRY: dict[str, ModelEntry] = {}
 
@@ -87,9 +151,10 @@ def register_model(
         family: str. The model family, shown by `python -m kzoo list`.
         task: str. One of `kzoo.registry.TASKS`.
         tiny: dict. Keyword arguments of a tiny configuration for tests.
-        tiny_inputs: callable or None. `tiny_inputs(batch_size, rng)` gives
-            inputs for the tiny configuration. Defaults to None (random
-            floats shaped like the model's inputs).
+        tiny_inputs: `uniform_inputs(low, high)`, callable or None. Inputs
+            for the tiny configuration: declared by their value range, or
+            given by a function `tiny_inputs(batch_size, rng)`. Defaults to
+            None (random floats shaped like the model's inputs).
         recipe: str or None. The recipe that trains this model. Defaults to
             None.
         search_space: `kzoo.training.search_space.FamilySpace`, a dict of
@@ -114,6 +179,11 @@ def register_model(
         raise ValueError(
             f"Received task={task!r} for model {name!r}; expected one of "
             f"{TASKS}, so pick the one that describes the model's outputs."
+        )
+    if not (tiny_inputs is None or isinstance(tiny_inputs, UniformInputs) or callable(tiny_inputs)):
+        raise TypeError(
+            f"Received tiny_inputs={tiny_inputs!r} for model {name!r}; expected "
+            "uniform_inputs(low, high), a function tiny_inputs(batch_size, rng) or None."
         )
 
     def decorator(builder, *, fixed=None, variant_summary=None):

@@ -21,11 +21,11 @@ def tiny_model(name, **overrides):
 
 
 def tiny_inputs(name, model, batch=BATCH, seed=0):
-    """Inputs for the tiny configuration: the entry's own, or random floats."""
-    entry = get_entry(name)
+    """Inputs for the tiny configuration: the entry's declared ones, or random floats."""
     rng = np.random.default_rng(seed)
-    if entry.tiny_inputs is not None:
-        return entry.tiny_inputs(batch, rng)
+    declared = get_entry(name).make_tiny_inputs(model, batch, rng)
+    if declared is not None:
+        return declared
     arrays = []
     for spec in model.inputs:
         shape = (batch,) + tuple(d if d is not None else 8 for d in spec.shape[1:])

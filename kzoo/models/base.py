@@ -8,6 +8,7 @@ layer, take the features without the head, and swap the head.
 """
 
 import keras
+from keras import ops
 
 from kzoo import validation
 from kzoo.layers import fast
@@ -238,44 +239,162 @@ class ZooModel(ModelConfig, keras.Model):
         return new
 
 
-class SelfLossMixin:
-    """`compile` and `metrics` for a model whose `compute_loss` is its own loss.
+class SelfTrainingModel(ModelConfig):
+    """Base of the models that train themselves: `compute_loss` is their own loss.
 
-    A subclass sets `default_learning_rate` and `loss_description` (the loss
-    named in the error for `compile(loss=...)`), and lists its loss-part
-    trackers in `own_metrics()`. Reloading a compiled `.keras` file rebuilds
-    the optimizer so its saved variables load.
+    `compile()` needs no loss and refuses one, `fit(x)` takes no targets, and
+    the parts of the loss are reported as metrics. Used by the GANs, the VAEs
+    and DDPM. It is a mixin, placed before the Keras base: before `ZooModel`
+    for a functional model (`class VAE(SelfTrainingModel, ZooModel)`), before
+    `keras.Model` for a subclassed one (`class DDPM(SelfTrainingModel,
+    keras.Model)`); it cannot derive from `keras.Model` itself, because Keras
+    rewrites the bases of a functional subclass to `Functional`.
+
+    A subclass declares:
+
+    - `metric_trackers`: `{attribute: metric name}`, one `keras.metrics.Mean`
+      per part of the loss that `compute_loss` updates, created on
+      construction and listed, in order, in `metrics` after the total loss.
+      A saved file holds each tracker's state under its attribute, so an
+      attribute is never renamed.
+    - `default_learning_rate` (Adam's, when `compile()` gets no optimizer) or
+      its own `default_optimizer()`.
+    - `loss_description`: the loss, as the error for `compile(loss=...)`
+      names it.
+
+    Reloading a compiled `.keras` file compiles the model from what
+    `get_compile_config` saved and builds the optimizer, so its saved
+    variables load.
     """
 
+    metric_trackers = {}
     default_learning_rate = 1e-3
     loss_description = "its own loss"
+    #: `compile` arguments the model refuses (it defines its own loss).
+    refused_compile_arguments = ("loss", "metrics")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for attribute, metric_name in self.metric_trackers.items():
+            setattr(self, attribute, keras.metrics.Mean(name=metric_name))
+
+    def default_optimizer(self):
+        """The optimizer `compile()` uses when given none: Adam at `default_learning_rate`."""
+        return Adam(self.default_learning_rate)
 
     def compile(self, optimizer=None, **kwargs):
         """Configure training; the model defines its own loss.
 
         Args:
-            optimizer: `keras.optimizers.Optimizer`. Defaults to Adam at the
-                model's `default_learning_rate`.
-            **kwargs: other `keras.Model.compile` arguments; `loss` and
-                `metrics` must stay None.
+            optimizer: `keras.optimizers.Optimizer`. Defaults to
+                `default_optimizer()` (Adam at the model's
+                `default_learning_rate`).
+            **kwargs: other `keras.Model.compile` arguments (`jit_compile`,
+                `steps_per_execution`, `run_eagerly`...); `loss` and `metrics`
+                must stay None.
         """
-        for key in ("loss", "metrics"):
-            if kwargs.get(key) is not None:
+        self._refuse_compile_arguments(kwargs)
+        super().compile(optimizer=optimizer or self.default_optimizer(), **kwargs)
+
+    def _refuse_compile_arguments(self, kwargs):
+        """Raise for a refused `compile` argument given a value; drop those left None."""
+        for key in self.refused_compile_arguments:
+            if kwargs.pop(key, None) is not None:
                 raise ValueError(
                     f"Received compile({key}=...) for {self.name!r}; this model defines "
                     f"{self.loss_description}, so leave {key} out."
                 )
-        optimizer = optimizer or Adam(self.default_learning_rate)
-        super().compile(optimizer=optimizer, **kwargs)
 
     def compile_from_config(self, config):
-        config = keras.saving.deserialize_keras_object(config)
-        self.compile(**config)
+        self.compile(**keras.saving.deserialize_keras_object(config))
         self.optimizer.build(self.trainable_variables)
-
-    def own_metrics(self):
-        return []
 
     @property
     def metrics(self):
-        return ([self._loss_tracker] if self.compiled else []) + self.own_metrics()
+        trackers = [getattr(self, attribute) for attribute in self.metric_trackers]
+        return ([self._loss_tracker] if self.compiled else []) + trackers
+
+    @property
+    def example_shape(self):
+        """tuple. The shape of one example `fit(x)` takes (no batch axis)."""
+        return tuple(self.inputs[0].shape[1:])
+
+    def _plus_layer_losses(self, loss):
+        """`loss` plus the layers' own losses (weight regularisers, `add_loss`)."""
+        if self.losses:
+            loss = loss + ops.sum(ops.stack([ops.cast(v, "float32") for v in self.losses]))
+        return loss
+
+
+#: The former name of `SelfTrainingModel`.
+SelfLossMixin = SelfTrainingModel
+
+
+# === Value ranges: the data's `(low, high)` and the range a model computes in ===
+def check_value_range(value):
+    """Return `value` as a `(low, high)` tuple of floats with low < high.
+
+    Args:
+        value: a pair of numbers, the range of the training data.
+
+    Raises:
+        ValueError: `value` is not two numbers with low < high.
+
+    Example:
+
+    >>> check_value_range([0, 255])
+    (0.0, 255.0)
+    """
+    try:
+        low, high = (float(v) for v in value)
+    except (TypeError, ValueError):
+        low = high = None
+    if low is None or not low < high:
+        raise ValueError(
+            f"Received value_range={value!r}; expected (low, high) with low < high "
+            "such as (0.0, 1.0), the range of the training images."
+        )
+    return (low, high)
+
+
+def rescale(x, source, target):
+    """Map `x` affinely from the range `source` to the range `target`.
+
+    Works on tensors and NumPy arrays alike: from the data's range to the
+    model's unit range (`(-1, 1)` for a tanh output or a diffusion model,
+    `(0, 1)` for Bernoulli pixels) and back.
+
+    Args:
+        x: tensor or array.
+        source: `(low, high)` that `x` lies in.
+        target: `(low, high)` to map it to.
+
+    Example:
+
+    >>> import numpy as np
+    >>> rescale(np.array([0.0, 2.0, 4.0]), (0.0, 4.0), (-1.0, 1.0)).tolist()
+    [-1.0, 0.0, 1.0]
+    """
+    (s0, s1), (t0, t1) = source, target
+    return (x - s0) * ((t1 - t0) / (s1 - s0)) + t0
+
+
+def rescaling(source, target, **kwargs):
+    """A `keras.layers.Rescaling` layer mapping the range `source` to `target`.
+
+    Args:
+        source: `(low, high)` of the layer's inputs.
+        target: `(low, high)` of its outputs.
+        **kwargs: `keras.layers.Rescaling` arguments (`name`, `dtype`).
+
+    Example:
+
+    >>> import numpy as np
+    >>> layer = rescaling((0.0, 1.0), (-1.0, 1.0))
+    >>> np.asarray(layer(np.array([0.0, 0.5, 1.0]))).tolist()
+    [-1.0, 0.0, 1.0]
+    """
+    (s0, s1), (t0, t1) = source, target
+    return keras.layers.Rescaling(
+        (t1 - t0) / (s1 - s0), offset=(t0 * s1 - t1 * s0) / (s1 - s0), **kwargs
+    )

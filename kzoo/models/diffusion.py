@@ -22,11 +22,13 @@ from keras import ops
 
 from kzoo import validation
 from kzoo.layers.unet import build_unet
-from kzoo.models.base import ModelConfig, SelfLossMixin
-from kzoo.registry import register_model
+from kzoo.models.base import SelfTrainingModel, check_value_range, rescale
+from kzoo.registry import register_model, uniform_inputs
 
 SCHEDULES = ("linear", "cosine")
 SAMPLERS = ("ddpm", "ddim")
+#: The range the U-Net denoises images in.
+UNIT_RANGE = (-1.0, 1.0)
 
 
 # === Noise schedules ===
@@ -66,11 +68,6 @@ def noise_schedule(name, num_timesteps):
 # === The model ===
 
 
-def tiny_ddpm_inputs(batch, rng):
-    """Clean images in [0, 1] for the tiny `ddpm` config (shape (4, 4, 1))."""
-    return rng.uniform(0, 1, size=(batch, 4, 4, 1)).astype("float32")
-
-
 @keras.saving.register_keras_serializable(package="kzoo")
 @register_model(
     "ddpm",
@@ -78,10 +75,10 @@ def tiny_ddpm_inputs(batch, rng):
     task="self_supervised",
     tiny={"image_size": 4, "channels": 1, "filters": 4, "channel_multipliers": (1,),
           "attention_resolutions": (), "num_timesteps": 10},
-    tiny_inputs=tiny_ddpm_inputs,
+    tiny_inputs=uniform_inputs(0.0, 1.0),
     recipe="recipes/diffusion.py",
 )
-class DDPM(SelfLossMixin, ModelConfig, keras.Model):
+class DDPM(SelfTrainingModel, keras.Model):
     """Denoising diffusion model with a small U-Net, DDPM and DDIM sampling.
 
     The U-Net (`model.network`, `[noisy_images, timesteps] -> noise`) has
@@ -124,6 +121,7 @@ class DDPM(SelfLossMixin, ModelConfig, keras.Model):
     (3, 8, 8, 1)
     """
 
+    metric_trackers = {"noise_loss_tracker": "noise_mse"}
     default_learning_rate = 2e-4
     loss_description = "its own loss (noise-prediction MSE)"
 
@@ -159,15 +157,7 @@ class DDPM(SelfLossMixin, ModelConfig, keras.Model):
         num_timesteps = validation.positive_int("num_timesteps", num_timesteps)
         validation.choice("schedule", schedule, SCHEDULES)
         ema_momentum = validation.fraction("ema_momentum", ema_momentum)
-        try:
-            low, high = (float(v) for v in value_range)
-        except (TypeError, ValueError):
-            low = high = None
-        if low is None or not low < high:
-            raise ValueError(
-                f"Received value_range={value_range!r}; expected (low, high) with low < high "
-                "such as (0.0, 1.0), the range of the training images."
-            )
+        value_range = check_value_range(value_range)
 
         # === Networks: the trained U-Net and its moving average ===
         unet_args = (image_size, channels, filters, channel_multipliers, attention_resolutions,
@@ -182,13 +172,12 @@ class DDPM(SelfLossMixin, ModelConfig, keras.Model):
         self.ema_updates = self.add_weight(shape=(), initializer="zeros", trainable=False,
                                            name="ema_updates")
         self.seed_generator = keras.random.SeedGenerator(0, name=f"{name}_seed")
-        self.noise_loss_tracker = keras.metrics.Mean(name="noise_mse")
 
         # The schedule as NumPy constants (float64 for the sampler's algebra).
         self.betas = noise_schedule(schedule, num_timesteps)
         self.alpha_bars = np.cumprod(1.0 - self.betas)
         self.num_timesteps, self.ema_momentum = num_timesteps, ema_momentum
-        self.value_range, self.image_shape = (low, high), (image_size, image_size, channels)
+        self.value_range, self.image_shape = value_range, (image_size, image_size, channels)
         self.built = True
 
         # === Config ===
@@ -196,13 +185,12 @@ class DDPM(SelfLossMixin, ModelConfig, keras.Model):
             image_size=image_size, channels=channels, filters=filters,
             channel_multipliers=channel_multipliers, attention_resolutions=attention_resolutions,
             dropout=dropout, num_timesteps=num_timesteps, schedule=schedule,
-            ema_momentum=ema_momentum, value_range=(low, high),
+            ema_momentum=ema_momentum, value_range=value_range,
         )
 
     # === Training: the denoising objective ===
     def call(self, images, training=False):
-        low, high = self.value_range
-        x0 = (ops.cast(images, "float32") - low) * (2.0 / (high - low)) - 1.0  # [-1, 1]
+        x0 = rescale(ops.cast(images, "float32"), self.value_range, UNIT_RANGE)
         batch = ops.shape(x0)[0]
         # A fixed seed at inference makes evaluate() and predict() repeatable.
         t_seed = self.seed_generator if training else 1
@@ -215,8 +203,10 @@ class DDPM(SelfLossMixin, ModelConfig, keras.Model):
         predicted = self.network([noisy, t], training=training)
         return {"noise": noise, "predicted_noise": predicted}
 
-    def own_metrics(self):
-        return [self.noise_loss_tracker]
+    @property
+    def example_shape(self):
+        """tuple. The shape of one image (no batch axis)."""
+        return self.image_shape
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         error = ops.cast(y_pred["predicted_noise"], "float32") - y_pred["noise"]
@@ -224,9 +214,7 @@ class DDPM(SelfLossMixin, ModelConfig, keras.Model):
         self.noise_loss_tracker.update_state(loss)
         if training:
             self._update_ema()
-        if self.losses:
-            loss = loss + ops.sum(ops.stack([ops.cast(v, "float32") for v in self.losses]))
-        return loss
+        return self._plus_layer_losses(loss)
 
     def _update_ema(self):
         # Runs inside the training step, before the optimizer's update, so the
@@ -271,9 +259,8 @@ class DDPM(SelfLossMixin, ModelConfig, keras.Model):
             else:
                 x = self._ddim_loop(x, steps, use_ema)
             out.append(x)
-        low, high = self.value_range
-        x = np.clip(np.concatenate(out), -1.0, 1.0)
-        return ((x + 1.0) * (high - low) / 2.0 + low).astype("float32")
+        x = np.clip(np.concatenate(out), *UNIT_RANGE)
+        return rescale(x, UNIT_RANGE, self.value_range).astype("float32")
 
     def _ddpm_loop(self, x, rng, use_ema):
         betas, abar = self.betas, self.alpha_bars

@@ -22,34 +22,12 @@ from keras import ops
 
 from kzoo import validation
 from kzoo.layers import fast
-from kzoo.models.base import ModelConfig
+from kzoo.models.base import SelfTrainingModel, check_value_range, rescaling
 from kzoo.optimizers import Adam
-from kzoo.registry import register_model
+from kzoo.registry import register_model, uniform_inputs
 
-
-def _value_range(value):
-    try:
-        low, high = (float(v) for v in value)
-    except (TypeError, ValueError):
-        low = high = None
-    if low is None or not low < high:
-        raise ValueError(
-            f"Received value_range={value!r}; expected (low, high) with low < high "
-            "such as (0.0, 1.0), the range of the training images."
-        )
-    return (low, high)
-
-
-def _to_unit(value_range, name):
-    """A layer mapping images from `value_range` to [-1, 1]."""
-    low, high = value_range
-    return keras.layers.Rescaling(2.0 / (high - low), offset=-(high + low) / (high - low), name=name)
-
-
-def _from_unit(value_range, name):
-    """A layer mapping [-1, 1] (a tanh output) to `value_range`."""
-    low, high = value_range
-    return keras.layers.Rescaling((high - low) / 2.0, offset=(high + low) / 2.0, name=name)
+#: The range the players compute images in: the generator's tanh output.
+UNIT_RANGE = (-1.0, 1.0)
 
 
 # === Two optimizers behind Keras' one ===
@@ -148,28 +126,45 @@ class TwoPlayerOptimizer(keras.optimizers.Optimizer):
 # === The adversarial model (shared by gan and dcgan) ===
 
 
-class AdversarialModel(ModelConfig, keras.Model):
+class AdversarialModel(SelfTrainingModel, keras.Model):
     """Holds a generator and a discriminator and trains them with one loss.
 
     Subclasses build `self.generator` (latent vector to image in
     `value_range`) and `self.discriminator` (image to one logit) and call
     `_finish_init`. Calling the model on images returns the discriminator's
     logits (high means "real").
+
+    A `SelfTrainingModel` whose `compile` takes one optimizer per player
+    (wrapped in a `TwoPlayerOptimizer`, the one Keras applies) and saves both.
     """
+
+    metric_trackers = {
+        "d_loss_tracker": "d_loss",
+        "g_loss_tracker": "g_loss",
+        "real_score_tracker": "real_score",
+        "fake_score_tracker": "fake_score",
+    }
+    loss_description = "its own loss and takes d_optimizer= and g_optimizer="
+    refused_compile_arguments = ("optimizer", "loss", "metrics")
 
     def _finish_init(self, generator, discriminator, latent_dim, seed_name):
         self.generator = generator
         self.discriminator = discriminator
         self.latent_dim = latent_dim
         self.seed_generator = keras.random.SeedGenerator(0, name=seed_name)
-        self.d_loss_tracker = keras.metrics.Mean(name="d_loss")
-        self.g_loss_tracker = keras.metrics.Mean(name="g_loss")
-        self.real_score_tracker = keras.metrics.Mean(name="real_score")
-        self.fake_score_tracker = keras.metrics.Mean(name="fake_score")
         self.built = True
 
     def call(self, images, training=False):
         return self.discriminator(images, training=training)
+
+    @property
+    def example_shape(self):
+        """tuple. The shape of one image (no batch axis)."""
+        return tuple(self.discriminator.inputs[0].shape[1:])
+
+    def default_optimizer(self):
+        """Each player's optimizer when `compile()` gets none: the DCGAN paper's Adam."""
+        return Adam(2e-4, beta_1=0.5)
 
     def compile(self, d_optimizer=None, g_optimizer=None, **kwargs):
         """Configure training with one optimizer per player.
@@ -183,15 +178,9 @@ class AdversarialModel(ModelConfig, keras.Model):
                 `steps_per_execution`, `run_eagerly`...). No loss: the model
                 defines its own.
         """
-        for key in ("optimizer", "loss", "metrics"):
-            if kwargs.get(key) is not None:
-                raise ValueError(
-                    f"Received compile({key}=...) for {self.name!r}; a GAN takes "
-                    "d_optimizer= and g_optimizer= and defines its own loss, so pass those."
-                )
-            kwargs.pop(key, None)
-        d_optimizer = d_optimizer or Adam(2e-4, beta_1=0.5)
-        g_optimizer = g_optimizer or Adam(2e-4, beta_1=0.5)
+        self._refuse_compile_arguments(kwargs)
+        d_optimizer = d_optimizer or self.default_optimizer()
+        g_optimizer = g_optimizer or self.default_optimizer()
         paths = [v.path for v in self.discriminator.trainable_variables]
         # Routing is by variable path, so the players' paths must not overlap.
         clash = set(paths) & {v.path for v in self.generator.trainable_variables}
@@ -200,29 +189,17 @@ class AdversarialModel(ModelConfig, keras.Model):
                 f"Received generator and discriminator variables sharing paths {sorted(clash)}; "
                 "expected distinct layer names in the two players, so rename those layers."
             )
-        super().compile(optimizer=TwoPlayerOptimizer(d_optimizer, g_optimizer, paths), **kwargs)
+        super().compile(TwoPlayerOptimizer(d_optimizer, g_optimizer, paths), **kwargs)
         self.d_optimizer, self.g_optimizer = d_optimizer, g_optimizer
 
     def get_compile_config(self):
+        # The players' optimizers, as `compile` takes them (not the wrapper).
         if not self.compiled:
             return {}
         return {
             "d_optimizer": keras.saving.serialize_keras_object(self.d_optimizer),
             "g_optimizer": keras.saving.serialize_keras_object(self.g_optimizer),
         }
-
-    def compile_from_config(self, config):
-        self.compile(
-            d_optimizer=keras.saving.deserialize_keras_object(config["d_optimizer"]),
-            g_optimizer=keras.saving.deserialize_keras_object(config["g_optimizer"]),
-        )
-        self.optimizer.build(self.trainable_variables)
-
-    @property
-    def metrics(self):
-        trackers = [self.d_loss_tracker, self.g_loss_tracker]
-        trackers += [self.real_score_tracker, self.fake_score_tracker]
-        return ([self._loss_tracker] if self.compiled else []) + trackers
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         # y_pred is D(x) on the real images (the model's call).
@@ -245,10 +222,7 @@ class AdversarialModel(ModelConfig, keras.Model):
         self.g_loss_tracker.update_state(g_loss)
         self.real_score_tracker.update_state(ops.mean(ops.sigmoid(real_logits)))
         self.fake_score_tracker.update_state(ops.mean(ops.sigmoid(fake_logits)))
-        total = d_loss + g_loss
-        if self.losses:
-            total = total + ops.sum(ops.stack([ops.cast(v, "float32") for v in self.losses]))
-        return total
+        return self._plus_layer_losses(d_loss + g_loss)
 
     def generate(self, n, seed=None, batch_size=256):
         """Sample `n` images in the data's range as a NumPy array.
@@ -281,18 +255,13 @@ def _image_inputs(image_shape):
     return image_shape
 
 
-def tiny_gan_inputs(batch, rng):
-    """Images in [0, 1] for the tiny `gan` config (shape (6, 6, 1))."""
-    return rng.uniform(0, 1, size=(batch, 6, 6, 1)).astype("float32")
-
-
 @keras.saving.register_keras_serializable(package="kzoo")
 @register_model(
     "gan",
     family="generative",
     task="self_supervised",
     tiny={"image_shape": (6, 6, 1), "latent_dim": 4, "hidden_units": (8,)},
-    tiny_inputs=tiny_gan_inputs,
+    tiny_inputs=uniform_inputs(0.0, 1.0),
     recipe="recipes/gan.py",
 )
 class GAN(AdversarialModel):
@@ -345,7 +314,7 @@ class GAN(AdversarialModel):
         latent_dim = validation.positive_int("latent_dim", latent_dim)
         hidden_units = validation.int_sequence("hidden_units", hidden_units)
         dropout = validation.fraction("dropout", dropout)
-        value_range = _value_range(value_range)
+        value_range = check_value_range(value_range)
         pixels = math.prod(image_shape)
 
         # === Generator: z -> dense blocks -> tanh image in value_range ===
@@ -358,12 +327,12 @@ class GAN(AdversarialModel):
         x = fast.Dense(pixels, name="g_out")(x)
         x = keras.layers.Activation("tanh", dtype="float32", name="g_tanh")(x)
         x = keras.layers.Reshape(image_shape, name="g_image")(x)
-        x = _from_unit(value_range, "g_rescale")(x)
+        x = rescaling(UNIT_RANGE, value_range, name="g_rescale")(x)
         generator = keras.Model(z, x, name="generator")
 
         # === Discriminator: image -> dense blocks -> one logit ===
         images = keras.Input(image_shape, name="images")
-        x = _to_unit(value_range, "d_rescale")(images)
+        x = rescaling(value_range, UNIT_RANGE, name="d_rescale")(images)
         x = keras.layers.Flatten(name="d_flatten")(x)
         for i, units in enumerate(reversed(hidden_units)):
             x = fast.Dense(units, name=f"d_dense_{i}")(x)
@@ -386,18 +355,13 @@ class GAN(AdversarialModel):
 # === DCGAN: convolutional players (Radford et al., 2016) ===
 
 
-def tiny_dcgan_inputs(batch, rng):
-    """Images in [0, 1] for the tiny `dcgan` config (shape (8, 8, 1))."""
-    return rng.uniform(0, 1, size=(batch, 8, 8, 1)).astype("float32")
-
-
 @keras.saving.register_keras_serializable(package="kzoo")
 @register_model(
     "dcgan",
     family="generative",
     task="self_supervised",
     tiny={"image_size": 8, "channels": 1, "latent_dim": 4, "filters": 4},
-    tiny_inputs=tiny_dcgan_inputs,
+    tiny_inputs=uniform_inputs(0.0, 1.0),
     recipe="recipes/dcgan.py",
 )
 class DCGAN(AdversarialModel):
@@ -453,7 +417,7 @@ class DCGAN(AdversarialModel):
         latent_dim = validation.positive_int("latent_dim", latent_dim)
         filters = validation.positive_int("filters", filters)
         dropout = validation.fraction("dropout", dropout)
-        value_range = _value_range(value_range)
+        value_range = check_value_range(value_range)
         base = image_size // 4
         image_shape = (image_size, image_size, channels)
 
@@ -471,12 +435,12 @@ class DCGAN(AdversarialModel):
             x = keras.layers.ReLU(name=f"g_relu_{i}")(x)  # (B, s/2 then s, ...)
         x = fast.Conv2D(channels, 3, padding="same", name="g_out")(x)
         x = keras.layers.Activation("tanh", dtype="float32", name="g_tanh")(x)
-        x = _from_unit(value_range, "g_rescale")(x)
+        x = rescaling(UNIT_RANGE, value_range, name="g_rescale")(x)
         generator = keras.Model(z, x, name="generator")
 
         # === Discriminator: image -> two stride-2 convs -> one logit ===
         images = keras.Input(image_shape, name="images")
-        x = _to_unit(value_range, "d_rescale")(images)
+        x = rescaling(value_range, UNIT_RANGE, name="d_rescale")(images)
         x = fast.Conv2D(filters, 4, strides=2, padding="same", name="d_conv_0")(x)
         x = keras.layers.LeakyReLU(0.2, name="d_lrelu_0")(x)
         x = fast.Conv2D(2 * filters, 4, strides=2, padding="same", use_bias=False,

@@ -18,8 +18,11 @@ from keras import ops
 
 from kzoo import validation
 from kzoo.layers import fast
-from kzoo.models.base import SelfLossMixin, ZooModel
-from kzoo.registry import register_model
+from kzoo.models.base import SelfTrainingModel, ZooModel, check_value_range, rescale, rescaling
+from kzoo.registry import register_model, uniform_inputs
+
+#: The range the encoder and decoder compute images in: Bernoulli means.
+UNIT_RANGE = (0.0, 1.0)
 
 # === Blocks ===
 
@@ -65,23 +68,10 @@ class GaussianSampling(keras.layers.Layer):
         return {**super().get_config(), "seed": self.seed}
 
 
-def _value_range(value):
-    try:
-        low, high = (float(v) for v in value)
-    except (TypeError, ValueError):
-        low = high = None
-    if low is None or not low < high:
-        raise ValueError(
-            f"Received value_range={value!r}; expected (low, high) with low < high "
-            "such as (0.0, 1.0), the range of the training images."
-        )
-    return (low, high)
-
-
 # === The shared model: loss, encode, decode, generate ===
 
 
-class VariationalAutoencoder(SelfLossMixin, ZooModel):
+class VariationalAutoencoder(SelfTrainingModel, ZooModel):
     """Base of `VAE` and `ConvVAE`: subclasses build the encoder and decoder.
 
     Subclasses call `_build(encoder, decoder, image_shape, ...)` where
@@ -90,40 +80,31 @@ class VariationalAutoencoder(SelfLossMixin, ZooModel):
     `value_range`.
     """
 
+    metric_trackers = {"reconstruction_tracker": "reconstruction_loss", "kl_tracker": "kl_loss"}
     default_learning_rate = 1e-3
     loss_description = "its own loss (reconstruction + KL)"
 
     classifier_name = None
 
     def _build(self, encoder, decoder, image_shape, latent_dim, value_range, beta, name, kwargs):
-        low, high = value_range
         images = keras.Input(image_shape, name="images")
-        unit = keras.layers.Rescaling(1.0 / (high - low), offset=-low / (high - low),
-                                      name="to_unit")(images)
+        unit = rescaling(value_range, UNIT_RANGE, name="to_unit")(images)
         z_mean, z_log_var = encoder(unit)
         z = GaussianSampling(name="sampling")([z_mean, z_log_var])
         decoded = decoder(z)
-        reconstruction = keras.layers.Rescaling(high - low, offset=low, dtype="float32",
-                                                name="reconstruction")(decoded)
+        reconstruction = rescaling(UNIT_RANGE, value_range, dtype="float32",
+                                   name="reconstruction")(decoded)
         outputs = {"reconstruction": reconstruction, "z_mean": z_mean, "z_log_var": z_log_var}
         super().__init__(images, outputs, name=name, **kwargs)
         self.encoder, self.decoder = encoder, decoder
         self.latent_dim, self.value_range, self.beta = latent_dim, value_range, beta
-        self.reconstruction_tracker = keras.metrics.Mean(name="reconstruction_loss")
-        self.kl_tracker = keras.metrics.Mean(name="kl_loss")
-
-    def own_metrics(self):
-        return [self.reconstruction_tracker, self.kl_tracker]
 
     def _unit(self, images):
-        low, high = self.value_range
-        return (ops.cast(images, "float32") - low) / (high - low)
+        return rescale(ops.cast(images, "float32"), self.value_range, UNIT_RANGE)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         target = self._unit(x)
-        low, high = self.value_range
-        decoded = (ops.cast(y_pred["reconstruction"], "float32") - low) / (high - low)
-        decoded = ops.clip(decoded, 1e-6, 1 - 1e-6)
+        decoded = ops.clip(self._unit(y_pred["reconstruction"]), 1e-6, 1 - 1e-6)
         # Bernoulli log-likelihood of every pixel, summed per image.
         bce = -(target * ops.log(decoded) + (1 - target) * ops.log(1 - decoded))
         reconstruction = ops.mean(ops.sum(ops.reshape(bce, (ops.shape(bce)[0], -1)), axis=1))
@@ -133,10 +114,7 @@ class VariationalAutoencoder(SelfLossMixin, ZooModel):
         kl = ops.mean(kl)
         self.reconstruction_tracker.update_state(reconstruction)
         self.kl_tracker.update_state(kl)
-        total = reconstruction + self.beta * kl
-        if self.losses:
-            total = total + ops.sum(ops.stack([ops.cast(v, "float32") for v in self.losses]))
-        return total
+        return self._plus_layer_losses(reconstruction + self.beta * kl)
 
     def encode(self, images):
         """Return the posterior `(z_mean, z_log_var)` of `images` as NumPy arrays."""
@@ -145,9 +123,8 @@ class VariationalAutoencoder(SelfLossMixin, ZooModel):
 
     def decode(self, z):
         """Return the decoded images (Bernoulli means) in the data's range."""
-        low, high = self.value_range
         out = self.decoder(ops.convert_to_tensor(np.asarray(z, "float32")), training=False)
-        return ops.convert_to_numpy(out) * (high - low) + low
+        return rescale(ops.convert_to_numpy(out), UNIT_RANGE, self.value_range)
 
     def elbo(self, images, num_samples=1, seed=0):
         """Monte Carlo estimate of the mean ELBO of `images`, in nats per image.
@@ -167,11 +144,11 @@ class VariationalAutoencoder(SelfLossMixin, ZooModel):
         z_mean, z_log_var = (v.astype("float64") for v in self.encode(images))
         kl = -0.5 * np.sum(1 + z_log_var - z_mean**2 - np.exp(z_log_var), axis=1)
         rng = np.random.default_rng(seed)
-        low, high = self.value_range
         reconstruction = np.zeros(len(target))
         for _ in range(num_samples):
             z = z_mean + np.exp(0.5 * z_log_var) * rng.standard_normal(z_mean.shape)
-            p = (self.decode(z).reshape(len(target), -1).astype("float64") - low) / (high - low)
+            decoded = self.decode(z).reshape(len(target), -1).astype("float64")
+            p = rescale(decoded, self.value_range, UNIT_RANGE)
             p = np.clip(p, 1e-6, 1 - 1e-6)
             nll = -(target * np.log(p) + (1 - target) * np.log(1 - p)).sum(axis=1)
             reconstruction += nll / num_samples
@@ -190,16 +167,6 @@ class VariationalAutoencoder(SelfLossMixin, ZooModel):
         return np.concatenate([self.decode(z[i : i + batch_size]) for i in range(0, n, batch_size)])
 
 
-def tiny_vae_inputs(batch, rng):
-    """Images in [0, 1] for the tiny `vae` config (shape (6, 6, 1))."""
-    return rng.uniform(0, 1, size=(batch, 6, 6, 1)).astype("float32")
-
-
-def tiny_conv_vae_inputs(batch, rng):
-    """Images in [0, 1] for the tiny `conv_vae` config (shape (8, 8, 1))."""
-    return rng.uniform(0, 1, size=(batch, 8, 8, 1)).astype("float32")
-
-
 # === Dense VAE ===
 
 
@@ -209,7 +176,7 @@ def tiny_conv_vae_inputs(batch, rng):
     family="generative",
     task="self_supervised",
     tiny={"image_shape": (6, 6, 1), "latent_dim": 2, "hidden_units": (8,)},
-    tiny_inputs=tiny_vae_inputs,
+    tiny_inputs=uniform_inputs(0.0, 1.0),
     recipe="recipes/vae.py",
 )
 class VAE(VariationalAutoencoder):
@@ -266,7 +233,7 @@ class VAE(VariationalAutoencoder):
         hidden_units = validation.int_sequence("hidden_units", hidden_units)
         if not isinstance(beta, (int, float)) or isinstance(beta, bool) or beta < 0:
             raise ValueError(f"Received beta={beta!r}; expected a number >= 0 such as beta=1.0.")
-        value_range = _value_range(value_range)
+        value_range = check_value_range(value_range)
         pixels = int(np.prod(image_shape))
 
         # === Encoder: image -> dense -> (z_mean, z_log_var) ===
@@ -306,7 +273,7 @@ class VAE(VariationalAutoencoder):
     family="generative",
     task="self_supervised",
     tiny={"image_size": 8, "channels": 1, "latent_dim": 2, "filters": 4, "hidden_units": 8},
-    tiny_inputs=tiny_conv_vae_inputs,
+    tiny_inputs=uniform_inputs(0.0, 1.0),
     recipe="recipes/vae.py",
 )
 class ConvVAE(VariationalAutoencoder):
@@ -360,7 +327,7 @@ class ConvVAE(VariationalAutoencoder):
         hidden_units = validation.positive_int("hidden_units", hidden_units)
         if not isinstance(beta, (int, float)) or isinstance(beta, bool) or beta < 0:
             raise ValueError(f"Received beta={beta!r}; expected a number >= 0 such as beta=1.0.")
-        value_range = _value_range(value_range)
+        value_range = check_value_range(value_range)
         base = image_size // 4
         image_shape = (image_size, image_size, channels)
 
