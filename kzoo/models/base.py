@@ -267,11 +267,11 @@ class SelfTrainingModel(ModelConfig):
     variables load.
     """
 
-    metric_trackers = {}
+    metric_trackers: dict[str, str] = {}
     default_learning_rate = 1e-3
     loss_description = "its own loss"
     #: `compile` arguments the model refuses (it defines its own loss).
-    refused_compile_arguments = ("loss", "metrics")
+    refused_compile_arguments: tuple[str, ...] = ("loss", "metrics")
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
