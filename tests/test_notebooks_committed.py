@@ -3,10 +3,10 @@
 Pure JSON, no kernel: fast in every tox env. `tox -e notebooks` executes the
 notebooks; this checks that what is committed is the result of such a run:
 every code cell ran, in order, in one session, without errors or warnings, and
-the pictures are there. Re-execute a notebook after changing it (from
-`notebooks/`, with KERAS_BACKEND=jax):
+the pictures are there. Re-execute a notebook after changing it, in the notebooks
+env (`tox -e notebooks` builds it; nbmake writes the outputs back with --overwrite):
 
-    python -m jupyter nbconvert --to notebook --execute --inplace NAME.ipynb
+    KERAS_BACKEND=jax pytest -p no:cacheprovider --nbmake --overwrite notebooks/NAME.ipynb
 """
 
 import json
