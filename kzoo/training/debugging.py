@@ -32,6 +32,7 @@ import keras
 import numpy as np
 
 from kzoo.backend.autodiff import value_and_grad
+from kzoo.training import plots
 from kzoo.training.checkpoint import save_figure
 
 RELU_LIKE = ("relu", "relu6", "leaky_relu", "elu", "selu", "gelu", "silu", "swish")
@@ -320,15 +321,6 @@ def format_table(rows, columns=None):
     return "\n".join(lines)
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def _titled(title, what):
     return f"{title}\n{what}" if title else what
 
@@ -344,7 +336,7 @@ def plot_gradient_norms(history, path, title="", epochs=None):
             `history`. Defaults to 1, 2, ...
     """
     epochs = list(epochs or range(1, len(history) + 1))
-    plt = _pyplot()
+    plt = plots.pyplot()
     layers = [r["layer"] for r in history[-1]]
     fig, ax = plt.subplots(figsize=(max(6, 0.45 * len(layers) + 2), 4))
     for epoch, rows in enumerate(history):
@@ -378,7 +370,7 @@ def plot_activation_stats(rows, path, title="", epoch=None):
         title: str. The first line of the title, such as the run's. Defaults to none.
         epoch: int or None. The (1-based) epoch the rows are from, for the title.
     """
-    plt = _pyplot()
+    plt = plots.pyplot()
     names = [r["layer"] for r in rows]
     idx = np.arange(len(rows))
     fig, (a1, a2) = plt.subplots(2, 1, figsize=(max(6, 0.45 * len(rows) + 2), 6), sharex=True)
@@ -410,7 +402,7 @@ def plot_weight_stats(rows, path, title="", epoch=None):
         title: str. The first line of the title, such as the run's. Defaults to none.
         epoch: int or None. The (1-based) epoch the rows are from, for the title.
     """
-    plt = _pyplot()
+    plt = plots.pyplot()
     idx = np.arange(len(rows))
     fig, ax = plt.subplots(figsize=(max(6, 0.4 * len(rows) + 2), 4))
     ax.errorbar(idx, [r["mean"] for r in rows], yerr=[r["std"] for r in rows], fmt="o",

@@ -17,6 +17,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from kzoo.training import plots
 from kzoo.training.checkpoint import atomic_write, save_figure
 
 
@@ -135,11 +136,7 @@ class LRFinder(keras.callbacks.Callback):
 
     def plot(self, path):
         """Write the loss-vs-learning-rate curve (log x axis) as a PNG; return the figure."""
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
+        plt = plots.pyplot()
         fig, ax = plt.subplots(figsize=(6, 4))
         ax.plot(self.lrs, self.raw_losses, alpha=0.3, label="loss")
         ax.plot(self.lrs, self.losses, label="smoothed loss")

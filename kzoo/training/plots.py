@@ -16,10 +16,18 @@ from kzoo.training.checkpoint import save_figure
 LEARNING_RATE_KEYS = ("learning_rate", "lr")
 
 
-def _pyplot():
+def pyplot():
+    """`matplotlib.pyplot`, drawing off-screen (Agg) unless a notebook shows figures inline.
+
+    A recipe or test draws to files only; in a Jupyter kernel the figures
+    kzoo returns stay displayable.
+    """
+    import sys
+
     import matplotlib
 
-    matplotlib.use("Agg")
+    if "ipykernel" not in sys.modules:
+        matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     return plt
@@ -49,7 +57,7 @@ def _values(sequence):
     return np.asarray([np.nan if v is None else float(v) for v in sequence], "float64")
 
 
-def _padded_range(values, include_zero=False):
+def padded_range(values, include_zero=False):
     """(low, high) around finite `values`, never degenerate; None if none is finite."""
     finite = values[np.isfinite(values)]
     if not finite.size:
@@ -114,12 +122,12 @@ def _draw_quantity(ax, key, history, epochs):
             if np.isfinite(v[0]):
                 ax.annotate(f"{v[0]:.4g}", (x, v[0]), ha="center", va="bottom",
                             xytext=(0, 2), textcoords="offset points")
-        limits = _padded_range(values, include_zero=True)
+        limits = padded_range(values, include_zero=True)
     else:
         for i, (name, v) in enumerate(series):
             ax.plot(np.arange(1, epochs + 1), v, marker="o", markersize=4, label=name,
                     color=f"C{i}")
-        limits = _padded_range(values)
+        limits = padded_range(values)
     if limits is not None:
         ax.set_ylim(*limits)
     _epoch_axis(ax, epochs)
@@ -141,11 +149,11 @@ def _draw_learning_rate(ax, rates, epochs):
         if np.isfinite(rates[0]):
             ax.annotate(f"{rates[0]:.3g}", (1, rates[0]), ha="center", va="bottom",
                         xytext=(0, 2), textcoords="offset points")
-        limits = _padded_range(rates, include_zero=True)
+        limits = padded_range(rates, include_zero=True)
     else:
         ax.plot(np.arange(1, epochs + 1), rates, marker="o", markersize=4, color="C2",
                 label="learning rate")
-        limits = _padded_range(rates)
+        limits = padded_range(rates)
     if positive.size and epochs > 1 and positive.max() > 20 * positive.min():
         ax.set_yscale("log")
     elif limits is not None:
@@ -182,7 +190,7 @@ def learning_curve_figure(history, title=""):
     >>> [ax.get_ylabel() for ax in fig.axes]
     ['loss', 'learning rate']
     """
-    plt = _pyplot()
+    plt = pyplot()
     keys = _curve_keys(history)
     if not keys:
         raise ValueError(
@@ -231,7 +239,7 @@ def plot_history(history, path, title=""):
     >>> path.stat().st_size > 0, fig.axes[0].get_xlabel()
     (True, 'epoch')
     """
-    plt = _pyplot()
+    plt = pyplot()
     fig = learning_curve_figure(history, title=title)
     save_figure(fig, path)
     plt.close(fig)
@@ -264,7 +272,7 @@ def attention_figure(weights, key_tokens=None, query_tokens=None, title="attenti
     >>> fig.axes[0].get_xlabel(), fig.axes[1].get_ylabel()
     ('key position', 'attention weight (each row sums to 1)')
     """
-    plt = _pyplot()
+    plt = pyplot()
     from matplotlib.ticker import MaxNLocator
 
     weights = np.asarray(weights, "float64")
@@ -319,7 +327,7 @@ def plot_attention(weights, path, **kwargs):
     >>> path.stat().st_size > 0, fig.axes[0].get_title()
     (True, 'identity')
     """
-    plt = _pyplot()
+    plt = pyplot()
     fig = attention_figure(weights, **kwargs)
     save_figure(fig, path)
     plt.close(fig)

@@ -14,6 +14,7 @@ import numpy as np
 
 import kzoo
 from kzoo.optimizers import Adam
+from kzoo.training import plots
 from kzoo.training.checkpoint import save_figure
 
 
@@ -76,11 +77,7 @@ def image_grid_figure(images, title="", caption=None, ncols=None, value_range=(0
     >>> fig.axes[0].get_title(), fig.axes[0].get_xlabel()
     ('samples', '4 images')
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = plots.pyplot()
     grid = image_grid(images, ncols=ncols, value_range=value_range)
     if zoom is None:
         # About 32 pixels per image, and a grid of a few images still 200 wide.

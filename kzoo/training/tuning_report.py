@@ -203,12 +203,12 @@ def search_figure(rows, space, objective, direction="min", title=""):
     >>> [ax.get_xlabel() for ax in fig.axes]
     ['trial (in the order they started)', 'dropout (the range searched)']
     """
-    plt = plots._pyplot()
+    plt = plots.pyplot()
     fig, (trials_ax, value_ax) = plt.subplots(1, 2, figsize=(11, 4.4))
     done = [(i, r) for i, r in enumerate(rows) if r.score is not None]
     failed = [i for i, r in enumerate(rows) if r.score is None]
     scores = np.array([r.score for _, r in done], "float64")
-    limits = plots._padded_range(scores) if done else None
+    limits = plots.padded_range(scores) if done else None
     low, high = limits if limits is not None else (0.0, 1.0)
     better = "lower" if direction == "min" else "higher"
     if done:
@@ -269,7 +269,7 @@ def plot_search(rows, space, objective, path, direction="min", title=""):
     Returns:
         The (closed) Figure that was saved.
     """
-    plt = plots._pyplot()
+    plt = plots.pyplot()
     fig = search_figure(rows, space, objective, direction, title)
     save_figure(fig, path)
     plt.close(fig)
