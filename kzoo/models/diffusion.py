@@ -24,6 +24,7 @@ from kzoo import validation
 from kzoo.layers.unet import build_unet
 from kzoo.models.base import ModelConfig, SelfLossMixin
 from kzoo.registry import register_model
+from kzoo.vocabulary import SquareImage, renamed_arguments
 
 SCHEDULES = ("linear", "cosine")
 SAMPLERS = ("ddpm", "ddim")
@@ -76,11 +77,12 @@ def tiny_ddpm_inputs(batch, rng):
     "ddpm",
     family="generative",
     task="self_supervised",
-    tiny={"image_size": 4, "channels": 1, "filters": 4, "channel_multipliers": (1,),
+    tiny={"input_shape": (4, 4, 1), "filters": 4, "channel_multipliers": (1,),
           "attention_resolutions": (), "num_timesteps": 10},
     tiny_inputs=tiny_ddpm_inputs,
     recipe="recipes/diffusion.py",
 )
+@renamed_arguments(image_size=SquareImage(16, 1), channels=SquareImage(16, 1))
 class DDPM(SelfLossMixin, ModelConfig, keras.Model):
     """Denoising diffusion model with a small U-Net, DDPM and DDIM sampling.
 
@@ -90,9 +92,9 @@ class DDPM(SelfLossMixin, ModelConfig, keras.Model):
     holds the moving average of its weights and is used by `generate`.
 
     Args:
-        image_size: int. Height and width of the images; divisible by
-            `2 ** (len(channel_multipliers) - 1)`. Defaults to 16.
-        channels: int. Image channels. Defaults to 1.
+        input_shape: tuple. `(size, size, channels)` of the images: square,
+            the size divisible by `2 ** (len(channel_multipliers) - 1)`.
+            Defaults to `(16, 16, 1)`.
         filters: int. Base width of the U-Net. Defaults to 32.
         channel_multipliers: tuple of int. Width multiplier per resolution
             level. Defaults to `(1, 2, 2)`.
@@ -112,7 +114,7 @@ class DDPM(SelfLossMixin, ModelConfig, keras.Model):
     Example:
 
     >>> import numpy as np, kzoo
-    >>> model = kzoo.create_model("ddpm", image_size=8, filters=8,
+    >>> model = kzoo.create_model("ddpm", input_shape=(8, 8, 1), filters=8,
     ...                           channel_multipliers=(1, 2), num_timesteps=50)
     >>> model.compile()
     >>> x = np.random.default_rng(0).uniform(size=(16, 8, 8, 1))
@@ -129,8 +131,7 @@ class DDPM(SelfLossMixin, ModelConfig, keras.Model):
 
     def __init__(
         self,
-        image_size=16,
-        channels=1,
+        input_shape=(16, 16, 1),
         filters=32,
         channel_multipliers=(1, 2, 2),
         attention_resolutions=(4,),
@@ -142,8 +143,7 @@ class DDPM(SelfLossMixin, ModelConfig, keras.Model):
         name="ddpm",
         **kwargs,
     ):
-        image_size = validation.positive_int("image_size", image_size)
-        channels = validation.positive_int("channels", channels)
+        image_size, channels = validation.square_image("input_shape", input_shape)
         filters = validation.positive_int("filters", filters)
         channel_multipliers = validation.int_sequence("channel_multipliers", channel_multipliers)
         attention_resolutions = validation.int_sequence(
@@ -152,7 +152,8 @@ class DDPM(SelfLossMixin, ModelConfig, keras.Model):
         factor = 2 ** (len(channel_multipliers) - 1)
         if image_size % factor:
             raise ValueError(
-                f"Received image_size={image_size} with {len(channel_multipliers)} levels; "
+                f"Received input_shape={tuple(input_shape)} with {len(channel_multipliers)} "
+                "levels; "
                 f"expected a multiple of {factor}, so resize the images or use fewer levels."
             )
         dropout = validation.fraction("dropout", dropout)
@@ -193,7 +194,7 @@ class DDPM(SelfLossMixin, ModelConfig, keras.Model):
 
         # === Config ===
         self._set_config(
-            image_size=image_size, channels=channels, filters=filters,
+            input_shape=(image_size, image_size, channels), filters=filters,
             channel_multipliers=channel_multipliers, attention_resolutions=attention_resolutions,
             dropout=dropout, num_timesteps=num_timesteps, schedule=schedule,
             ema_momentum=ema_momentum, value_range=(low, high),
