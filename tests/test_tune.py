@@ -121,12 +121,12 @@ def test_rnn_reads_images_row_by_row():
     assert hm.build(keras_tuner.HyperParameters()).output_shape == (None, 10)
 
 
-def test_vit_gets_image_shape_and_builds_on_digits():
+def test_vit_gets_input_shape_and_builds_on_digits():
     import kzoo.data
 
     data = kzoo.data.load("digits", smoke=True)
     *_, kwargs = tuning.prepare_data("vit_tiny", data)
-    assert kwargs == {"image_shape": (8, 8, 1), "num_classes": 10}
+    assert kwargs == {"input_shape": (8, 8, 1), "num_classes": 10}
     hm = tuning.ZooHyperModel("vit_tiny", tuning.search_space("vit_tiny"), kwargs)
     model = hm.build(keras_tuner.HyperParameters())
     assert model.output_shape == (None, 10) and model.get_config()["num_layers"] == 1
