@@ -145,8 +145,8 @@ class BERT(ZooModel):
             if sequence_length > max_sequence_length:
                 raise ValueError(
                     f"Received sequence_length={sequence_length} with max_sequence_length="
-                    f"{max_sequence_length}; expected sequence_length <= max_sequence_length, so raise "
-                    "max_sequence_length or shorten the sequences."
+                    f"{max_sequence_length}; expected sequence_length <= max_sequence_length, "
+                    "so raise max_sequence_length or shorten the sequences."
                 )
 
         # === Layers and functional graph ===
@@ -154,8 +154,9 @@ class BERT(ZooModel):
         segment_ids = keras.Input((sequence_length,), dtype="int32", name="segment_ids")
         padding_mask = PaddingMask(name="padding_mask")(token_ids)  # (B, T), True at tokens
         token_embedding = TokenAndPositionEmbedding(
-            vocabulary_size, hidden_dim, position_encoding="learned", max_length=max_sequence_length,
-            scale_embeddings=False, embeddings_initializer=_initializer(),
+            vocabulary_size, hidden_dim, position_encoding="learned",
+            max_length=max_sequence_length, scale_embeddings=False,
+            embeddings_initializer=_initializer(),
             name="token_embedding",
         )
         x = token_embedding(token_ids)  # (B, T, D): tokens + positions
@@ -191,7 +192,8 @@ class BERT(ZooModel):
 
         # === Config ===
         self._set_config(
-            vocabulary_size=vocabulary_size, max_sequence_length=max_sequence_length, num_segments=num_segments,
+            vocabulary_size=vocabulary_size, max_sequence_length=max_sequence_length,
+            num_segments=num_segments,
             hidden_dim=hidden_dim, num_layers=num_layers, num_heads=num_heads,
             intermediate_dim=intermediate_dim, dropout=dropout, head=head,
             num_classes=num_classes, sequence_length=sequence_length,

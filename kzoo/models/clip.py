@@ -309,8 +309,8 @@ class CLIPDualEncoder(ZooModel):
             None if pad_id is None else PaddingMask(pad_id, name="padding_mask")(token_ids)
         )
         x = TokenAndPositionEmbedding(
-            vocabulary_size, text_hidden_dim, position_encoding="learned", max_length=max_sequence_length,
-            scale_embeddings=False, name="token_embedding",
+            vocabulary_size, text_hidden_dim, position_encoding="learned",
+            max_length=max_sequence_length, scale_embeddings=False, name="token_embedding",
         )(token_ids)  # (B, T, W)
         for i in range(num_text_layers):
             x = TransformerEncoderBlock(
@@ -338,8 +338,9 @@ class CLIPDualEncoder(ZooModel):
         # === Config ===
         self._set_config(
             image_encoder=image_encoder, image_encoder_kwargs=dict(image_encoder_kwargs),
-            vocabulary_size=vocabulary_size, max_sequence_length=max_sequence_length, text_hidden_dim=text_hidden_dim,
-            num_text_heads=num_text_heads, num_text_layers=num_text_layers, embedding_dim=embedding_dim, dropout=dropout,
+            vocabulary_size=vocabulary_size, max_sequence_length=max_sequence_length,
+            text_hidden_dim=text_hidden_dim, num_text_heads=num_text_heads,
+            num_text_layers=num_text_layers, embedding_dim=embedding_dim, dropout=dropout,
             text_activation=text_activation, text_causal=text_causal, text_pooling=text_pooling,
             end_id=end_id, pad_id=pad_id, text_layer_norm_epsilon=float(text_layer_norm_epsilon),
             text_norm_epsilon=float(text_norm_epsilon),
@@ -395,7 +396,8 @@ class CLIPDualEncoder(ZooModel):
 
 def clip_inputs(batch_size, rng, *, max_sequence_length=8, vocabulary_size=50):
     """Random images and token ids (`[CLS]` first, then padding), for tests."""
-    token_ids = rng.integers(5, vocabulary_size, size=(batch_size, max_sequence_length)).astype("int32")
+    token_ids = rng.integers(5, vocabulary_size, size=(batch_size, max_sequence_length))
+    token_ids = token_ids.astype("int32")
     token_ids[:, 0] = 1
     token_ids[:, -2:] = 0
     images = rng.random((batch_size, 8, 8, 1)).astype("float32")
@@ -435,8 +437,9 @@ registry.register_variant(
     tiny_inputs=openai_clip_inputs,
     image_encoder="vit_base",
     image_encoder_kwargs={"input_shape": (224, 224, 3), "patch_size": 32, **OPENAI_VISION},
-    vocabulary_size=49408, max_sequence_length=77, text_hidden_dim=512, num_text_heads=8, num_text_layers=12,
-    embedding_dim=512, end_id=49407, **OPENAI_TEXT, name="clip_vit_base_patch32",
+    vocabulary_size=49408, max_sequence_length=77, text_hidden_dim=512, num_text_heads=8,
+    num_text_layers=12, embedding_dim=512, end_id=49407, **OPENAI_TEXT,
+    name="clip_vit_base_patch32",
 )
 registry.register_variant(
     "clip_dual_encoder", CLIPDualEncoder,

@@ -108,8 +108,12 @@ class Seq2SeqAttention(ZooModel):
         name="seq2seq_attention",
         **kwargs,
     ):
-        source_vocabulary_size = validation.positive_int("source_vocabulary_size", source_vocabulary_size)
-        target_vocabulary_size = validation.positive_int("target_vocabulary_size", target_vocabulary_size)
+        source_vocabulary_size = validation.positive_int(
+            "source_vocabulary_size", source_vocabulary_size
+        )
+        target_vocabulary_size = validation.positive_int(
+            "target_vocabulary_size", target_vocabulary_size
+        )
         source_sequence_length = _optional_length("source_sequence_length", source_sequence_length)
         target_sequence_length = _optional_length("target_sequence_length", target_sequence_length)
         embedding_dim = validation.positive_int("embedding_dim", embedding_dim)
@@ -121,7 +125,8 @@ class Seq2SeqAttention(ZooModel):
             validation.non_negative_int(key, value)
             if value >= target_vocabulary_size:
                 raise ValueError(
-                    f"Received {key}={value!r} with target_vocabulary_size={target_vocabulary_size}; "
+                    f"Received {key}={value!r} with target_vocabulary_size="
+                    f"{target_vocabulary_size}; "
                     f"expected an id below the vocabulary size, so raise the size or the id."
                 )
 
@@ -158,8 +163,10 @@ class Seq2SeqAttention(ZooModel):
 
         # === Config ===
         self._set_config(
-            source_vocabulary_size=source_vocabulary_size, target_vocabulary_size=target_vocabulary_size,
-            source_sequence_length=source_sequence_length, target_sequence_length=target_sequence_length,
+            source_vocabulary_size=source_vocabulary_size,
+            target_vocabulary_size=target_vocabulary_size,
+            source_sequence_length=source_sequence_length,
+            target_sequence_length=target_sequence_length,
             embedding_dim=embedding_dim, units=units, attention=attention,
             attention_units=attention_units, dropout=dropout, start_id=start_id,
             end_id=end_id,

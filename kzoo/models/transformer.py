@@ -181,8 +181,9 @@ class Transformer(ZooModel):
         **kwargs,
     ):
         vocabulary_size = validation.positive_int("vocabulary_size", vocabulary_size)
-        target_vocab = vocabulary_size if target_vocabulary_size is None else validation.positive_int(
-            "target_vocabulary_size", target_vocabulary_size
+        target_vocab = (
+            vocabulary_size if target_vocabulary_size is None
+            else validation.positive_int("target_vocabulary_size", target_vocabulary_size)
         )
         hidden_dim = validation.positive_int("hidden_dim", hidden_dim)
         num_heads = validation.positive_int("num_heads", num_heads)
@@ -223,7 +224,9 @@ class Transformer(ZooModel):
         target_embedding = embedding(
             target_vocab, "token_embedding" if shared else "target_embedding"
         )
-        source_embedding = target_embedding if shared else embedding(vocabulary_size, "source_embedding")
+        source_embedding = (
+            target_embedding if shared else embedding(vocabulary_size, "source_embedding")
+        )
         source_padding = PaddingMask(pad_id, name="source_padding_mask")
         target_padding = PaddingMask(pad_id, name="target_padding_mask")
         encoder_blocks = [
@@ -281,7 +284,8 @@ class Transformer(ZooModel):
         # === Config ===
         self.pad_id = pad_id
         self._set_config(
-            vocabulary_size=vocabulary_size, target_vocabulary_size=target_vocabulary_size, hidden_dim=hidden_dim,
+            vocabulary_size=vocabulary_size, target_vocabulary_size=target_vocabulary_size,
+            hidden_dim=hidden_dim,
             num_heads=num_heads, num_encoder_layers=num_encoder_layers,
             num_decoder_layers=num_decoder_layers, intermediate_dim=intermediate_dim,
             dropout=dropout, activation=activation, norm_first=norm_first,
@@ -364,8 +368,8 @@ class Transformer(ZooModel):
     "transformer_lm",
     family="transformer",
     task="sequence",
-    tiny={"vocabulary_size": 17, "max_sequence_length": 16, "hidden_dim": 8, "num_heads": 2, "num_layers": 1,
-          "intermediate_dim": 16},
+    tiny={"vocabulary_size": 17, "max_sequence_length": 16, "hidden_dim": 8, "num_heads": 2,
+          "num_layers": 1, "intermediate_dim": 16},
     tiny_inputs=lm_tiny_inputs,
     recipe="recipes/lm.py",
 )
@@ -453,8 +457,9 @@ class TransformerLM(ZooModel):
 
         # === Layers ===
         token_embedding = TokenAndPositionEmbedding(
-            vocabulary_size, hidden_dim, position_encoding=position_encoding, max_length=max_sequence_length,
-            scale_embeddings=position_encoding == "sinusoidal", name="token_embedding",
+            vocabulary_size, hidden_dim, position_encoding=position_encoding,
+            max_length=max_sequence_length, scale_embeddings=position_encoding == "sinusoidal",
+            name="token_embedding",
         )
         blocks = [
             TransformerDecoderBlock(
@@ -487,7 +492,8 @@ class TransformerLM(ZooModel):
         # === Config ===
         self.max_sequence_length = max_sequence_length
         self._set_config(
-            vocabulary_size=vocabulary_size, max_sequence_length=max_sequence_length, hidden_dim=hidden_dim, num_heads=num_heads,
+            vocabulary_size=vocabulary_size, max_sequence_length=max_sequence_length,
+            hidden_dim=hidden_dim, num_heads=num_heads,
             num_layers=num_layers, intermediate_dim=intermediate_dim, dropout=dropout,
             activation=activation, norm_first=norm_first, position_encoding=position_encoding,
             tie_embeddings=tie_embeddings, layer_norm_epsilon=layer_norm_epsilon,
@@ -508,7 +514,8 @@ class TransformerLM(ZooModel):
             prompt = prompt[None]
         if start_id is not None:
             prompt = np.concatenate([np.full((len(prompt), 1), start_id, "int32"), prompt], 1)
-        limit = self.max_sequence_length if self.token_embedding.position_encoding == "learned" else None
+        learned = self.token_embedding.position_encoding == "learned"
+        limit = self.max_sequence_length if learned else None
         max_length = _check_max_length(max_length, prompt.shape[1], limit)
         return {"self": _empty_caches(self.blocks, len(prompt), max_length)}, prompt
 

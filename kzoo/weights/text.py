@@ -387,7 +387,8 @@ def _gpt2_export_config(model):
     c = model.model_config
     return {
         "architectures": ["GPT2LMHeadModel"], "model_type": "gpt2",
-        "vocab_size": c["vocabulary_size"], "n_positions": c["max_sequence_length"], "n_embd": c["hidden_dim"],
+        "vocab_size": c["vocabulary_size"], "n_positions": c["max_sequence_length"],
+        "n_embd": c["hidden_dim"],
         "n_layer": c["num_layers"], "n_head": c["num_heads"], "n_inner": c["intermediate_dim"],
         "activation_function": _hf_activation(c["activation"]),
         "resid_pdrop": c["dropout"], "embd_pdrop": c["dropout"], "attn_pdrop": c["dropout"],
