@@ -175,8 +175,11 @@ def renamed_arguments(**renames):
     ...     warnings.simplefilter("always")
     ...     model = kzoo.create_model("vit_tiny", image_shape=(8, 8, 3), patch_size=4,
     ...                               num_layers=1)
-    >>> model.model_config["input_shape"], caught[0].category.__name__
-    ((8, 8, 3), 'DeprecationWarning')
+    >>> model.model_config["input_shape"]
+    (8, 8, 3)
+    >>> print(*[w.message for w in caught if w.category is DeprecationWarning])
+    Argument image_shape of vit_tiny is renamed input_shape and the old name goes in the
+    next release, so pass input_shape=(8, 8, 3) instead.
     """
 
     def decorator(builder):
