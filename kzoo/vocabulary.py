@@ -101,14 +101,31 @@ NOT_TERMS = {
 
 
 def term_for(argument):
-    """The glossary terms whose concept `argument` looks like (an empty list: none)."""
+    """The glossary terms whose concept `argument` looks like (an empty list: none).
+
+    Example:
+
+    >>> from kzoo import vocabulary
+    >>> [t.name for t in vocabulary.term_for("n_heads")]
+    ['num_heads']
+    """
     if argument in NOT_TERMS:
         return []
     return [t for t in GLOSSARY if re.fullmatch(t.looks_like, argument)]
 
 
 def off_glossary(arguments):
-    """`{argument: reason}` for every argument name the glossary does not allow."""
+    """`{argument: reason}` for every argument name the glossary does not allow.
+
+    Args:
+        arguments: iterable of str. Argument names, e.g. a builder's.
+
+    Example:
+
+    >>> from kzoo import vocabulary
+    >>> vocabulary.off_glossary(["input_shape", "num_text_heads", "d_model"])
+    {'d_model': "an old name; the glossary's is 'hidden_dim'"}
+    """
     old = {name: term for term in GLOSSARY for name in term.replaces}
     found = {}
     for argument in arguments:
@@ -123,7 +140,14 @@ def off_glossary(arguments):
 
 
 def glossary_markdown():
-    """The glossary as the Markdown table `CONTRIBUTING.md` shows."""
+    """The glossary as the Markdown table `CONTRIBUTING.md` shows.
+
+    Example:
+
+    >>> from kzoo import vocabulary
+    >>> print(vocabulary.glossary_markdown().splitlines()[2])  # doctest: +ELLIPSIS
+    | shape of one input example, ... | `input_shape` |  | `image_shape`, `image_size`, `channels` |
+    """
     rows = ["| concept | name | qualified form | replaces (until the next release) |",
             "| --- | --- | --- | --- |"]
     for t in GLOSSARY:
@@ -136,8 +160,7 @@ def glossary_markdown():
 # === Old names, accepted for one release ===
 @dataclasses.dataclass(frozen=True)
 class SquareImage:
-    """Old `image_size` and `channels` arguments, which together become
-    `input_shape=(image_size, image_size, channels)`.
+    """The old `image_size` and `channels`: together `input_shape=(size, size, channels)`.
 
     Attributes:
         size: int. The old default of `image_size`.
@@ -205,7 +228,15 @@ def renamed_arguments(**renames):
 
 
 def renames_of(builder):
-    """The old-to-new name table of a builder (empty if it renamed nothing)."""
+    """The old-to-new name table of a builder (empty if it renamed nothing).
+
+    Example:
+
+    >>> import kzoo
+    >>> from kzoo import vocabulary
+    >>> vocabulary.renames_of(kzoo.registry.get_entry("bert_tiny").builder)
+    {'vocab_size': 'vocabulary_size', 'max_length': 'max_sequence_length'}
+    """
     return dict(getattr(builder, "renamed_arguments", {}))
 
 
