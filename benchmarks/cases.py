@@ -119,6 +119,18 @@ class _NativeTorch:
 nt = _NativeTorch()
 
 
+# kzoo's argument names (CONTRIBUTING.md's glossary) for the natives' arguments.
+_KZOO_NAMES = {"vocab_size": "vocabulary_size", "d_model": "hidden_dim", "mlp_dim": "intermediate_dim"}
+
+
+def kzoo_kwargs(native):
+    """The kzoo arguments of a native model's: renamed, `image_size`/`channels` as `input_shape`."""
+    out = {_KZOO_NAMES.get(k, k): v for k, v in native.items() if k not in ("image_size", "channels")}
+    if "image_size" in native:
+        out["input_shape"] = (native["image_size"], native["image_size"], native["channels"])
+    return out
+
+
 def make_cases(tiny=False):
     """Every case at the size the issue names (or a tiny size for smoke tests)."""
     s = 8 if tiny else 1  # divide widths and batches for smoke runs
@@ -131,9 +143,9 @@ def make_cases(tiny=False):
     tr = dict(vocab_size=1000, d_model=128 // s, num_heads=4, num_encoder_layers=2,
               num_decoder_layers=2, intermediate_dim=512 // s)
     tr_len = 8 if tiny else 64
-    vit = dict(image_shape=(32, 32, 3), patch_size=4, num_classes=10,
+    vit = dict(input_shape=(32, 32, 3), patch_size=4, num_classes=10,
                num_layers=1 if tiny else 12) | (
-        dict(hidden_dim=24, num_heads=3, mlp_dim=96) if tiny else {})
+        dict(hidden_dim=24, num_heads=3, intermediate_dim=96) if tiny else {})
     vit_d, vit_ff = (24, 96) if tiny else (192, 768)
     gan = dict(image_size=28, channels=1, latent_dim=64, filters=64 // s)
     vae = dict(image_size=28, channels=1, latent_dim=16, filters=32 // s, hidden_units=256 // s)
@@ -160,7 +172,7 @@ def make_cases(tiny=False):
                  dict(input_shape=(steps, 16), units=units, num_classes=10),
                  b(64), _sequences(steps, 16), 10,
                  lambda: nt.RecurrentClassifier("gru", 16, units, 10)),
-            Case("transformer", "transformer", tr, b(32), _token_pair(tr_len, 1000), 1000,
+            Case("transformer", "transformer", kzoo_kwargs(tr), b(32), _token_pair(tr_len, 1000), 1000,
                  lambda: nt.Seq2SeqTransformer(**tr),
                  train_flops=transformer_train_flops(tr_len, tr["d_model"],
                                                      tr["intermediate_dim"], 2, 2, 1000),
@@ -171,11 +183,11 @@ def make_cases(tiny=False):
                                 num_heads=3, mlp_dim=vit_ff),
                  channels_first=True, export=True,
                  train_flops=vit_train_flops(32, 4, 3, vit_d, vit_ff, vit["num_layers"], 10)),
-            Case("dcgan", "dcgan", gan, b(64), _images((28, 28, 1)), 1,
+            Case("dcgan", "dcgan", kzoo_kwargs(gan), b(64), _images((28, 28, 1)), 1,
                  lambda: nt.DCGAN(**gan), channels_first=True, task="gan"),
-            Case("conv_vae", "conv_vae", vae, b(64), _images((28, 28, 1)), 1,
+            Case("conv_vae", "conv_vae", kzoo_kwargs(vae), b(64), _images((28, 28, 1)), 1,
                  lambda: nt.ConvVAE(**vae), channels_first=True, task="vae"),
-            Case("ddpm", "ddpm", ddpm, b(32), _images((ddpm["image_size"], ddpm["image_size"], 3)),
+            Case("ddpm", "ddpm", kzoo_kwargs(ddpm), b(32), _images((ddpm["image_size"], ddpm["image_size"], 3)),
                  1, lambda: nt.DDPM(ddpm["image_size"], 3, filters=ddpm["filters"]),
                  channels_first=True, task="ddpm"),
         ]

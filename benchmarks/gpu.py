@@ -191,16 +191,17 @@ def kzoo_model(case):
 
     c = case
     if c["kind"] == "vit":
-        return kzoo.create_model("vit_base", image_shape=(c["image"], c["image"], 3),
+        return kzoo.create_model("vit_base", input_shape=(c["image"], c["image"], 3),
                                  patch_size=c["patch"], hidden_dim=c["d"], num_heads=c["heads"],
-                                 num_layers=c["layers"], mlp_dim=c["ff"],
+                                 num_layers=c["layers"], intermediate_dim=c["ff"],
                                  num_classes=c["classes"])
     if c["kind"] == "gpt":
-        return kzoo.create_model("transformer_lm", vocab_size=c["vocab"], max_length=c["length"],
-                                 d_model=c["d"], num_heads=c["heads"], num_layers=c["layers"],
+        return kzoo.create_model("transformer_lm", vocabulary_size=c["vocab"],
+                                 max_sequence_length=c["length"], hidden_dim=c["d"], num_heads=c["heads"], num_layers=c["layers"],
                                  intermediate_dim=c["ff"])
     if c["kind"] == "bert":
-        return kzoo.create_model("bert_base", vocab_size=c["vocab"], max_length=c["length"],
+        return kzoo.create_model("bert_base", vocabulary_size=c["vocab"],
+                                 max_sequence_length=c["length"],
                                  hidden_dim=c["d"], num_heads=c["heads"], num_layers=c["layers"],
                                  intermediate_dim=c["ff"], num_classes=c["classes"])
     return kzoo.create_model("resnet50", input_shape=(c["image"], c["image"], 3),

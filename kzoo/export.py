@@ -127,7 +127,7 @@ def sample_inputs(model, batch=1):
 
     >>> import kzoo
     >>> from kzoo.export import sample_inputs
-    >>> model = kzoo.create_model("bert_tiny", vocab_size=10, num_layers=1)
+    >>> model = kzoo.create_model("bert_tiny", vocabulary_size=10, num_layers=1)
     >>> {k: v.shape for k, v in sample_inputs(model, batch=2).items()}
     {'token_ids': (2, 8), 'segment_ids': (2, 8)}
     """

@@ -349,7 +349,7 @@ def predict_texts(model: keras.Model, texts: Sequence[str], k: int = 5,
         for row in ids:
             prompt = np.asarray([row], "int32")
             length = prompt.shape[1] + int(info.get("max_new_tokens", 100))
-            limit = getattr(model, "model_config", {}).get("max_length")
+            limit = getattr(model, "model_config", {}).get("max_sequence_length")
             length = min(length, limit) if limit else length
             if length <= prompt.shape[1]:
                 raise ExportError(

@@ -13,6 +13,8 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
+from kzoo import vocabulary
+
 TASKS = (
     "classification",  # logits (batch, classes), integer labels
     "regression",  # (batch, outputs), float targets
@@ -281,10 +283,15 @@ def get_entry(name):
 
 
 def check_kwargs(entry, kwargs):
-    """Raise `ValueError` for any keyword argument the builder does not take."""
+    """Raise `ValueError` for any keyword argument the builder does not take.
+
+    Old names the builder still accepts (`kzoo.vocabulary.renamed_arguments`)
+    pass; the builder renames them with a `DeprecationWarning`.
+    """
     allowed = entry.defaults
+    renamed = vocabulary.renames_of(entry.builder)
     for key, value in kwargs.items():
-        if key not in allowed:
+        if key not in allowed and key not in renamed:
             raise ValueError(
                 f"Received unknown argument {key}={value!r} for model "
                 f"{entry.name!r}; allowed arguments are {sorted(allowed)}."
@@ -319,6 +326,7 @@ def create_model(name, /, weights=None, **kwargs):
     (None, 10)
     """
     entry = get_entry(name)
+    kwargs = vocabulary.rename_arguments(name, vocabulary.renames_of(entry.builder), kwargs)
     check_kwargs(entry, kwargs)
     if weights is not None:
         from kzoo.weights.core import build_with_weights
@@ -341,6 +349,7 @@ def model_info(name, /, **kwargs):
     ('mlp', 67)
     """
     entry = get_entry(name)
+    kwargs = vocabulary.rename_arguments(name, vocabulary.renames_of(entry.builder), kwargs)
     model = create_model(name, **kwargs)
     config = {**entry.defaults, **kwargs}
     trainable = sum(int(_size(w.shape)) for w in model.trainable_weights)

@@ -37,6 +37,31 @@ def image_size_for_two_stride2_stages(name, value):
     return value
 
 
+def square_image(name, value, *, multiple_of=1, channels=None):
+    """Return `(size, channels)` of a square image shape `(size, size, channels)`.
+
+    Args:
+        name: str. The argument's name, for messages.
+        value: the shape as given.
+        multiple_of: int. The side must be a multiple of it. Defaults to 1.
+        channels: tuple of int or None. The allowed channel counts; None
+            allows any. Defaults to None.
+    """
+    height, width, depth = shape(name, value, ranks=(3,))
+    if height is None or height != width or height % multiple_of:
+        multiple = f" with a side that is a multiple of {multiple_of}" if multiple_of > 1 else ""
+        raise ValueError(
+            f"Received {name}={tuple(value)!r}; expected a square (size, size, channels) "
+            f"image{multiple}, so resize or pad the images, e.g. {name}=(16, 16, 1)."
+        )
+    if depth is None or (channels is not None and depth not in channels):
+        raise ValueError(
+            f"Received {name}={tuple(value)!r}; expected {channels or 'a known number of'} "
+            f"channels last, so convert the images, e.g. {name}=({height}, {height}, 1)."
+        )
+    return height, depth
+
+
 def fraction(name, value, *, inclusive_one=False):
     """Return `value` if it lies in [0, 1) (or [0, 1]), else raise."""
     upper_ok = value <= 1 if inclusive_one else value < 1

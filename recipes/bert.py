@@ -69,7 +69,8 @@ def main(argv=None):
 
     # === Phase 1: masked-language-model pre-training ===
     mlm = kzoo.create_model(
-        args.model, vocab_size=vocab_size, max_length=length, sequence_length=length,
+        args.model, vocabulary_size=vocab_size, max_sequence_length=length,
+        sequence_length=length,
         head="masked_lm",
     )
     mlm_accuracy = None

@@ -39,20 +39,20 @@ def main(argv=None):
         )
 
     # === Model ===
-    image_shape = data.x_train["images"].shape[1:]
+    input_shape = data.x_train["images"].shape[1:]
     model = kzoo.create_model(
         "clip_dual_encoder",
         image_encoder="vit_tiny",
         image_encoder_kwargs={
-            "image_shape": image_shape, "patch_size": 2, "hidden_dim": args.width,
-            "num_heads": 4, "num_layers": args.layers, "mlp_dim": 2 * args.width,
+            "input_shape": input_shape, "patch_size": 2, "hidden_dim": args.width,
+            "num_heads": 4, "num_layers": args.layers, "intermediate_dim": 2 * args.width,
         },
-        vocab_size=len(data.info["vocab"]),
-        context_length=prompts.shape[1],
-        text_width=args.width,
-        text_heads=4,
-        text_layers=args.layers,
-        embed_dim=args.embed_dim,
+        vocabulary_size=len(data.info["vocab"]),
+        max_sequence_length=prompts.shape[1],
+        text_hidden_dim=args.width,
+        num_text_heads=4,
+        num_text_layers=args.layers,
+        embedding_dim=args.embed_dim,
     )
     run.compile(model, loss=None, metrics=None)  # the model's own contrastive loss
 

@@ -29,7 +29,7 @@ def main(argv=None):
     data = run.load_data(image_size=args.image_size, needs_arrays=True)
     value_range = data.info.get("value_range", (0.0, 1.0))
     model = kzoo.create_model(
-        "dcgan", image_size=args.image_size, channels=data.input_shape[-1],
+        "dcgan", input_shape=(args.image_size, args.image_size, data.input_shape[-1]),
         latent_dim=args.latent_dim, filters=args.filters, value_range=value_range,
     )
     d_optimizer, g_optimizer = run.make_optimizer(), run.make_optimizer()

@@ -37,7 +37,8 @@ def main(argv=None):
     data = run.load_data(image_size=args.image_size, needs_arrays=True)
     value_range = data.info.get("value_range", (0.0, 1.0))
     model = kzoo.create_model(
-        "ddpm", image_size=args.image_size, channels=data.input_shape[-1], filters=args.filters,
+        "ddpm", input_shape=(args.image_size, args.image_size, data.input_shape[-1]),
+        filters=args.filters,
         channel_multipliers=tuple(args.channel_multipliers),
         attention_resolutions=tuple(args.attention_resolutions), num_timesteps=args.timesteps,
         schedule=args.noise_schedule, value_range=value_range,

@@ -29,7 +29,7 @@ def main(argv=None):
     data = run.load_data(image_size=args.image_size, needs_arrays=True)
     value_range = data.info.get("value_range", (0.0, 1.0))
     model = kzoo.create_model(
-        "gan", image_shape=tuple(data.input_shape), latent_dim=args.latent_dim,
+        "gan", input_shape=tuple(data.input_shape), latent_dim=args.latent_dim,
         hidden_units=tuple(args.hidden_units), value_range=value_range,
     )
     d_optimizer, g_optimizer = run.make_optimizer(), run.make_optimizer()

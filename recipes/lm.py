@@ -101,8 +101,8 @@ def main(argv=None):
     # === Model ===
     length = 24 if run.smoke else args.sample_length
     model = kzoo.create_model(
-        "transformer_lm", vocab_size=data.info["vocab_size"],
-        max_length=max(args.sequence_length, length), d_model=args.d_model,
+        "transformer_lm", vocabulary_size=data.info["vocab_size"],
+        max_sequence_length=max(args.sequence_length, length), hidden_dim=args.d_model,
         num_heads=args.num_heads, num_layers=args.layers, intermediate_dim=args.d_ff,
         dropout=args.dropout, position_encoding=args.position_encoding,
     )

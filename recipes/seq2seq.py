@@ -32,9 +32,9 @@ def main(argv=None):
     info = data.info
     model = kzoo.create_model(
         "seq2seq_attention",
-        source_vocab_size=info["source_vocab_size"],
-        target_vocab_size=info["target_vocab_size"],
-        target_length=info["target_length"],
+        source_vocabulary_size=info["source_vocab_size"],
+        target_vocabulary_size=info["target_vocab_size"],
+        target_sequence_length=info["target_length"],
         embedding_dim=args.embedding_dim, units=args.units, attention=args.attention,
         dropout=args.dropout, start_id=info["start_id"], end_id=info["end_id"],
     )

@@ -106,7 +106,7 @@ def main(argv=None):
 
     # === Model ===
     model = kzoo.create_model(
-        "transformer", vocab_size=info["vocab_size"], d_model=args.d_model,
+        "transformer", vocabulary_size=info["vocab_size"], hidden_dim=args.d_model,
         num_heads=args.num_heads, num_encoder_layers=args.layers,
         num_decoder_layers=args.layers, intermediate_dim=args.d_ff, dropout=args.dropout,
         norm_first=args.norm_first, share_embeddings="all", pad_id=info["pad_id"],

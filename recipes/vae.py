@@ -31,10 +31,11 @@ def main(argv=None):
     run = runner.Run(args, recipe=args.model)
     data = run.load_data(image_size=args.image_size, needs_arrays=True)
     value_range = data.info.get("value_range", (0.0, 1.0))
-    shape = {"image_shape": tuple(data.input_shape)} if args.model == "vae" else {
-        "image_size": args.image_size, "channels": data.input_shape[-1]}
+    shape = tuple(data.input_shape) if args.model == "vae" else (
+        args.image_size, args.image_size, data.input_shape[-1])
     model = kzoo.create_model(
-        args.model, latent_dim=args.latent_dim, beta=args.beta, value_range=value_range, **shape
+        args.model, input_shape=shape, latent_dim=args.latent_dim, beta=args.beta,
+        value_range=value_range,
     )
     run.compile(model, loss=None, metrics=None)
 

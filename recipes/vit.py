@@ -52,9 +52,9 @@ def main(argv=None):
 
     # === Model ===
     model = kzoo.create_model(
-        args.model, image_shape=data.input_shape, patch_size=args.patch_size,
+        args.model, input_shape=data.input_shape, patch_size=args.patch_size,
         num_classes=data.num_classes, hidden_dim=args.hidden_dim, num_heads=args.num_heads,
-        num_layers=args.layers, mlp_dim=args.mlp_dim, dropout=args.dropout,
+        num_layers=args.layers, intermediate_dim=args.mlp_dim, dropout=args.dropout,
     )
     run.compile(model)  # AdamW, warm-up + cosine and label smoothing come from the flags
 

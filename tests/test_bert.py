@@ -83,7 +83,7 @@ def test_masked_lm_fits_with_weights_on_masked_positions():
     [
         ({"hidden_dim": 10, "num_heads": 4}, "divisible by num_heads"),
         ({"head": "qa"}, "head='qa'"),
-        ({"sequence_length": 600}, "sequence_length <= max_length"),
+        ({"sequence_length": 600}, "sequence_length <= max_sequence_length"),
     ],
 )
 def test_bert_rejects_bad_arguments(kwargs, match):
@@ -94,10 +94,10 @@ def test_bert_rejects_bad_arguments(kwargs, match):
 def build_torch_bert(torch, config, head):
     """A small BERT written with torch.nn, the reference for the numerics."""
     nn = torch.nn
-    d, v = config["hidden_dim"], config["vocab_size"]
+    d, v = config["hidden_dim"], config["vocabulary_size"]
     modules = nn.ModuleDict({
         "tokens": nn.Embedding(v, d),
-        "positions": nn.Embedding(config["max_length"], d),
+        "positions": nn.Embedding(config["max_sequence_length"], d),
         "segments": nn.Embedding(2, d),
         "norm": nn.LayerNorm(d, eps=1e-12),
         "layers": nn.ModuleList([
@@ -133,7 +133,7 @@ def build_torch_bert(torch, config, head):
 def test_bert_matches_a_torch_reference(head):
     torch = pytest.importorskip("torch")
     torch.manual_seed(0)
-    config = {"vocab_size": 30, "max_length": 12, "hidden_dim": 16, "num_layers": 2,
+    config = {"vocabulary_size": 30, "max_sequence_length": 12, "hidden_dim": 16, "num_layers": 2,
               "num_heads": 4, "intermediate_dim": 32, "num_classes": 3}
     modules, mlm_bias, forward = build_torch_bert(torch, config, head)
     model = kzoo.create_model("bert_tiny", **config, head=head, dropout=0.0)

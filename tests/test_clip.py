@@ -69,7 +69,7 @@ def test_resnet_image_tower():
     model = kzoo.create_model(
         "clip_dual_encoder", image_encoder="resnet18",
         image_encoder_kwargs={"input_shape": (8, 8, 1), "width": 4, "stage_blocks": (1, 1)},
-        vocab_size=50, context_length=8, text_width=8, text_heads=2, text_layers=1, embed_dim=6,
+        vocabulary_size=50, max_sequence_length=8, text_hidden_dim=8, num_text_heads=2, num_text_layers=1, embedding_dim=6,
     )
     out = model(clip_inputs(2, np.random.default_rng(0)))
     assert tuple(out["image_embeddings"].shape) == (2, 6)
@@ -81,7 +81,7 @@ def test_resnet_image_tower():
         ({"image_encoder": "lenet5x"}, "unknown model name"),
         ({"image_encoder": "bert_tiny_mlm"}, "image classifier"),
         ({"image_encoder_kwargs": {"num_classes": 3}}, "without num_classes"),
-        ({"text_width": 10, "text_heads": 4}, "divisible by text_heads"),
+        ({"text_hidden_dim": 10, "num_text_heads": 4}, "divisible by num_text_heads"),
     ],
 )
 def test_clip_rejects_bad_arguments(kwargs, match):

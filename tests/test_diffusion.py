@@ -81,7 +81,8 @@ def test_generate_is_seeded_and_in_range():
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({"image_size": 6, "channel_multipliers": (1, 2, 2)}, "multiple of 4"),
+        ({"input_shape": (6, 6, 1), "channel_multipliers": (1, 2, 2)}, "multiple of 4"),
+        ({"input_shape": (8, 6, 1)}, "expected a square"),
         ({"schedule": "quadratic"}, "schedule="),
         ({"ema_momentum": 1.5}, "ema_momentum=1.5"),
     ],

@@ -65,15 +65,15 @@ CONFIGS = [
     ("transformer_lm", {"activation": 3},
      r"Received activation=3; expected the name of a Keras activation or one of \["),
     ("mlp", {"num_classes": 3, "num_outputs": 2}, r"expected exactly one of num_classes or num_outputs"),
-    ("transformer_lm", {"d_model": 10, "num_heads": 4},
-     r"Received d_model=10 and num_heads=4; expected d_model divisible by num_heads"),
-    ("transformer", {"d_model": 10, "num_heads": 4},
-     r"Received d_model=10 and num_heads=4; expected d_model divisible by num_heads"),
+    ("transformer_lm", {"hidden_dim": 10, "num_heads": 4},
+     r"Received hidden_dim=10 and num_heads=4; expected hidden_dim divisible by num_heads"),
+    ("transformer", {"hidden_dim": 10, "num_heads": 4},
+     r"Received hidden_dim=10 and num_heads=4; expected hidden_dim divisible by num_heads"),
     ("vit_tiny", {"hidden_dim": 10, "num_heads": 4},
      r"Received hidden_dim=10 and num_heads=4; expected hidden_dim divisible by num_heads"),
     # Images smaller than (or not a multiple of) the patch size.
-    ("vit_tiny", {"image_shape": (4, 4, 3), "patch_size": 8},
-     r"Received image_shape=\(4, 4, 3\) with patch_size=8; expected height and width divisible by patch_size"),
+    ("vit_tiny", {"input_shape": (4, 4, 3), "patch_size": 8},
+     r"Received input_shape=\(4, 4, 3\) with patch_size=8; expected height and width divisible by patch_size"),
 ]
 
 
@@ -116,7 +116,7 @@ def test_images_not_divisible_by_the_patch_size_at_call_time():
 
 def test_sequence_longer_than_max_length_at_call_time():
     needs("transformer_lm")
-    model = kzoo.create_model("transformer_lm", vocab_size=17, max_length=16, d_model=8,
+    model = kzoo.create_model("transformer_lm", vocabulary_size=17, max_sequence_length=16, hidden_dim=8,
                               num_heads=2, num_layers=1)
     with pytest.raises(ValueError, match=r"Received sequences of length 40 with max_length=16"):
         model(np.zeros((2, 40), "int32"))

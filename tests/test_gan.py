@@ -74,7 +74,7 @@ def test_two_player_optimizer_routes_by_variable():
 def test_gan_learns_a_constant_image():
     # Real "images" are all 0.8: the generator must move its outputs there.
     keras.utils.set_random_seed(0)
-    gan = kzoo.create_model("gan", image_shape=(4,), latent_dim=2, hidden_units=(16,), dropout=0.0)
+    gan = kzoo.create_model("gan", input_shape=(4,), latent_dim=2, hidden_units=(16,), dropout=0.0)
     gan.compile(d_optimizer=keras.optimizers.Adam(1e-2, beta_1=0.5),
                 g_optimizer=keras.optimizers.Adam(1e-2, beta_1=0.5))
     before = gan.generate(256, seed=0).mean()
@@ -85,14 +85,14 @@ def test_gan_learns_a_constant_image():
 
 
 def test_generate_is_seeded_and_in_range():
-    gan = kzoo.create_model("dcgan", image_size=8, latent_dim=4, filters=4, value_range=(-1.0, 3.0))
+    gan = kzoo.create_model("dcgan", input_shape=(8, 8, 1), latent_dim=4, filters=4, value_range=(-1.0, 3.0))
     a, b = gan.generate(5, seed=3), gan.generate(5, seed=3)
     np.testing.assert_array_equal(a, b)
     assert a.shape == (5, 8, 8, 1) and a.min() >= -1.0 and a.max() <= 3.0
 
 
 def test_compiled_model_reloads_with_its_optimizers(tmp_path):
-    gan = kzoo.create_model("gan", image_shape=(4,), latent_dim=2, hidden_units=(4,))
+    gan = kzoo.create_model("gan", input_shape=(4,), latent_dim=2, hidden_units=(4,))
     gan.compile(d_optimizer=keras.optimizers.Adam(1e-3), g_optimizer=keras.optimizers.SGD(0.1))
     gan.fit(np.zeros((8, 4), "float32"), batch_size=4, epochs=1, verbose=0)
     gan.save(tmp_path / "gan.keras")
@@ -105,8 +105,8 @@ def test_compiled_model_reloads_with_its_optimizers(tmp_path):
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({"image_size": 30}, "multiple of 4"),
-        ({"channels": 2}, "channels=2"),
+        ({"input_shape": (30, 30, 1)}, "multiple of 4"),
+        ({"input_shape": (16, 16, 2)}, r"expected \(1, 3\) channels"),
         ({"value_range": (1.0, 0.0)}, "low < high"),
     ],
 )
@@ -116,7 +116,7 @@ def test_dcgan_rejects_bad_arguments(kwargs, message):
 
 
 def test_compile_rejects_a_loss():
-    gan = kzoo.create_model("gan", image_shape=(4,), latent_dim=2, hidden_units=(4,))
+    gan = kzoo.create_model("gan", input_shape=(4,), latent_dim=2, hidden_units=(4,))
     with pytest.raises(ValueError, match="defines its own loss"):
         gan.compile(loss="mse")
 

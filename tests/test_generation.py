@@ -15,7 +15,7 @@ START, END = 1, 2
 @pytest.fixture(scope="module")
 def seq2seq():
     keras.utils.set_random_seed(0)
-    return kzoo.create_model("transformer", vocab_size=15, d_model=16, num_heads=2,
+    return kzoo.create_model("transformer", vocabulary_size=15, hidden_dim=16, num_heads=2,
                              num_encoder_layers=1, num_decoder_layers=2,
                              intermediate_dim=32, dropout=0.0)
 
@@ -23,7 +23,7 @@ def seq2seq():
 @pytest.fixture(scope="module")
 def lm():
     keras.utils.set_random_seed(1)
-    return kzoo.create_model("transformer_lm", vocab_size=15, max_length=16, d_model=16,
+    return kzoo.create_model("transformer_lm", vocabulary_size=15, max_sequence_length=16, hidden_dim=16,
                              num_heads=2, num_layers=2, intermediate_dim=32, dropout=0.0)
 
 

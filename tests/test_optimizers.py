@@ -111,10 +111,10 @@ def test_compiled_model_round_trips_and_resumes(tmp_path):
 
 
 def test_kzoo_defaults_use_the_fast_optimizer():
-    vae = kzoo.create_model("vae", image_shape=(6, 6, 1), latent_dim=2, hidden_units=(8,))
+    vae = kzoo.create_model("vae", input_shape=(6, 6, 1), latent_dim=2, hidden_units=(8,))
     vae.compile()
     assert type(vae.optimizer) is Adam
-    gan = kzoo.create_model("gan", image_shape=(4,), latent_dim=2, hidden_units=(4,))
+    gan = kzoo.create_model("gan", input_shape=(4,), latent_dim=2, hidden_units=(4,))
     gan.compile()
     assert type(gan.d_optimizer) is Adam and type(gan.g_optimizer) is Adam
 

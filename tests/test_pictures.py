@@ -185,7 +185,7 @@ def test_sample_grid_callback_titles_each_grid_with_its_epoch(tmp_path, monkeypa
     monkeypatch.setattr(sample_grid, "save_image_grid", capture)
     import kzoo
 
-    vae = kzoo.create_model("vae", image_shape=(8, 8, 1), latent_dim=2, hidden_units=(8,))
+    vae = kzoo.create_model("vae", input_shape=(8, 8, 1), latent_dim=2, hidden_units=(8,))
     vae.compile()
     grids = sample_grid.SampleGrid(tmp_path, n=4, every=1, title="vae recipe: vae on digits")
     vae.fit(np.random.default_rng(0).uniform(size=(8, 8, 8, 1)), epochs=2, verbose=0,

@@ -104,7 +104,7 @@ def test_padded_tokens_match_torch_on_unpadded_sequences(cell):
     torch = pytest.importorskip("torch")
     model, torch_rnn, torch_linear = build_pair(
         torch, cell, features=4, units=3, num_layers=2, bidirectional=True, classes=2,
-        input_shape=(None,), vocab_size=9, embedding_dim=4,
+        input_shape=(None,), vocabulary_size=9, embedding_dim=4,
     )
     table = keras.ops.convert_to_numpy(model.get_layer("embedding").embeddings)
     tokens = np.array([[3, 1, 4, 1, 5, 0, 0], [2, 6, 5, 3, 5, 8, 7]], dtype="int32")
@@ -122,7 +122,7 @@ def test_padded_tokens_match_torch_on_unpadded_sequences(cell):
 def test_trailing_padding_does_not_change_the_output(pooling):
     keras.utils.set_random_seed(0)
     model = kzoo.create_model(
-        "gru_classifier", input_shape=(None,), vocab_size=10, embedding_dim=4, units=3,
+        "gru_classifier", input_shape=(None,), vocabulary_size=10, embedding_dim=4, units=3,
         num_classes=2, bidirectional=True, pooling=pooling,
     )
     short = np.array([[4, 2, 7]], dtype="int32")
@@ -166,7 +166,7 @@ def test_bidirectional_doubles_the_features():
         ({"num_layers": 0}, "num_layers=0"),
         ({"dropout": 1.5}, "dropout=1.5"),
         ({"input_shape": (40,)}, "input_shape=(40,)"),
-        ({"vocab_size": 100, "input_shape": (40, 1)}, "input_shape=(40, 1)"),
+        ({"vocabulary_size": 100, "input_shape": (40, 1)}, "input_shape=(40, 1)"),
     ],
 )
 def test_invalid_arguments_raise_one_clear_sentence(kwargs, fragment):

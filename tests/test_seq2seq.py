@@ -17,10 +17,10 @@ from kzoo.layers.recurrent import BahdanauAttention, LuongAttention
 SOURCE = np.array([[5, 6, 7, 8, 0, 0], [3, 4, 9, 9, 4, 3]], dtype="int32")
 
 
-def make_model(attention="multiplicative", target_vocab_size=7, **kwargs):
+def make_model(attention="multiplicative", target_vocabulary_size=7, **kwargs):
     keras.utils.set_random_seed(0)
     return kzoo.create_model(
-        "seq2seq_attention", source_vocab_size=10, target_vocab_size=target_vocab_size,
+        "seq2seq_attention", source_vocabulary_size=10, target_vocabulary_size=target_vocabulary_size,
         embedding_dim=6, units=8, attention=attention, attention_units=5, **kwargs,
     )
 
@@ -80,7 +80,7 @@ def test_beam_of_width_one_is_greedy():
 
 def test_wide_beam_finds_the_most_likely_sequence_exhaustively():
     vocab, steps = 4, 3
-    model = make_model(target_vocab_size=vocab)
+    model = make_model(target_vocabulary_size=vocab)
     # With vocab ** (steps - 1) beams nothing is ever pruned: beam search is exact.
     tokens, _ = model.generate(SOURCE, max_length=steps, method="beam",
                                beam_width=vocab ** (steps - 1), end_id=None)
@@ -149,7 +149,7 @@ def test_attention_layer_config_round_trip(layer):
     [
         ({"attention": "dot"}, "attention='dot'"),
         ({"end_id": 7}, "end_id=7"),
-        ({"target_length": 0}, "target_length=0"),
+        ({"target_sequence_length": 0}, "target_sequence_length=0"),
     ],
 )
 def test_invalid_arguments_raise_one_clear_sentence(kwargs, fragment):

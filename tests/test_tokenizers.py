@@ -140,8 +140,8 @@ def test_vocabulary_tokenizer_rejects_bad_input():
 
 def test_model_metadata_carries_the_tokenizer_through_a_keras_file(tmp_path):
     tok = tokenizers.VocabularyTokenizer("\nabcdefgh ", level="character")
-    model = kzoo.create_model("transformer_lm", vocab_size=tok.vocab_size, max_length=8,
-                              d_model=8, num_heads=2, num_layers=1, intermediate_dim=16)
+    model = kzoo.create_model("transformer_lm", vocabulary_size=tok.vocab_size, max_sequence_length=8,
+                              hidden_dim=8, num_heads=2, num_layers=1, intermediate_dim=16)
     model.metadata = {"tokenizer": tok.to_metadata()}
     path = tmp_path / "lm.keras"
     model.save(path)

@@ -25,7 +25,7 @@ from kzoo.layers.transformer import (
 
 D, HEADS, FF = 16, 4, 32
 RECIPES = pathlib.Path(__file__).resolve().parents[1] / "recipes"
-TINY_LM = {"vocab_size": 17, "max_length": 8, "d_model": 8, "num_heads": 2, "num_layers": 1,
+TINY_LM = {"vocabulary_size": 17, "max_sequence_length": 8, "hidden_dim": 8, "num_heads": 2, "num_layers": 1,
            "intermediate_dim": 16}
 
 
@@ -150,7 +150,7 @@ def test_post_norm_transformer_with_final_norms_loads_torch_nn_transformer():
     with torch.no_grad():  # default values (ones, zeros) would hide a misplaced norm
         for p in reference.parameters():
             p.copy_(torch.randn(p.shape) * 0.3 + (1.0 if p.ndim == 1 else 0.0))
-    config = dict(vocab_size=11, target_vocab_size=13, d_model=D, num_heads=HEADS,
+    config = dict(vocabulary_size=11, target_vocabulary_size=13, hidden_dim=D, num_heads=HEADS,
                   num_encoder_layers=2, num_decoder_layers=2, intermediate_dim=FF, dropout=0.0,
                   share_embeddings="none")
     model = kzoo.create_model("transformer", **config, final_norms=True)
@@ -182,7 +182,7 @@ def test_sinusoidal_encoding_matches_the_paper_formula():
 
 # === Masks and variable lengths ===
 def _seq2seq(**overrides):
-    config = dict(vocab_size=20, d_model=16, num_heads=2, num_encoder_layers=2,
+    config = dict(vocabulary_size=20, hidden_dim=16, num_heads=2, num_encoder_layers=2,
                   num_decoder_layers=2, intermediate_dim=32, dropout=0.0)
     return kzoo.create_model("transformer", **{**config, **overrides})
 
@@ -219,7 +219,7 @@ def test_causal_position_t_never_sees_t_plus_1(name):
         def run(tokens):
             return predict(model, {"source_ids": source, "target_ids": tokens})
     else:
-        model = kzoo.create_model("transformer_lm", vocab_size=20, max_length=16, d_model=16,
+        model = kzoo.create_model("transformer_lm", vocabulary_size=20, max_sequence_length=16, hidden_dim=16,
                                   num_heads=2, num_layers=2, intermediate_dim=32, dropout=0.0)
 
         def run(tokens):
@@ -238,7 +238,7 @@ def test_causal_position_t_never_sees_t_plus_1(name):
 # === Key/value cache: one step per token, same numbers as a full pass ===
 def test_cached_decoding_matches_full_pass_seq2seq():
     keras.utils.set_random_seed(0)
-    model = _seq2seq(share_embeddings="target", target_vocab_size=23)
+    model = _seq2seq(share_embeddings="target", target_vocabulary_size=23)
     source = np.array([[3, 4, 5, 0], [6, 7, 8, 9]], "int32")
     target = np.array([[1, 9, 10, 11, 12], [1, 13, 14, 15, 16]], "int32")
     full = predict(model, {"source_ids": source, "target_ids": target})
@@ -255,7 +255,7 @@ def test_cached_decoding_matches_full_pass_seq2seq():
 def test_cached_decoding_matches_full_pass_lm(position_encoding):
     keras.utils.set_random_seed(0)
     model = kzoo.create_model(
-        "transformer_lm", vocab_size=20, max_length=12, d_model=16, num_heads=2, num_layers=2,
+        "transformer_lm", vocabulary_size=20, max_sequence_length=12, hidden_dim=16, num_heads=2, num_layers=2,
         intermediate_dim=32, position_encoding=position_encoding, tie_embeddings=False,
     )
     tokens = np.array([[1, 2, 3, 4, 5, 6], [7, 8, 9, 10, 11, 12]], "int32")
@@ -314,8 +314,8 @@ def test_lm_activation_is_saved_by_name_and_matches_torch_tanh_gelu(tmp_path):
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        ({"d_model": 10, "num_heads": 4}, "divisible by num_heads"),
-        ({"share_embeddings": "all", "target_vocab_size": 7}, "one vocabulary"),
+        ({"hidden_dim": 10, "num_heads": 4}, "divisible by num_heads"),
+        ({"share_embeddings": "all", "target_vocabulary_size": 7}, "one vocabulary"),
         ({"share_embeddings": "some"}, "share_embeddings='some'"),
         ({"dropout": 1.5}, "dropout=1.5"),
     ],
@@ -326,7 +326,7 @@ def test_transformer_rejects_bad_arguments(kwargs, match):
 
 
 def test_learned_positions_reject_long_generation():
-    model = kzoo.create_model("transformer_lm", vocab_size=10, max_length=8, d_model=8,
+    model = kzoo.create_model("transformer_lm", vocabulary_size=10, max_sequence_length=8, hidden_dim=8,
                               num_heads=2, num_layers=1, intermediate_dim=8)
     with pytest.raises(ValueError, match="max_length <= 8"):
         model.init_decoding(np.array([[1, 2]]), max_length=20)

@@ -96,7 +96,7 @@ def test_space_narrow_widen_and_reject():
         ("mlp", {"hidden_units": (64, 64)}),
         ("simple_cnn", {"widths": (64, 128)}),
         ("resnet20_cifar", {"stage_blocks": (2, 2, 2)}),
-        ("vit_tiny", {"mlp_dim": 128, "hidden_dim": 64}),
+        ("vit_tiny", {"intermediate_dim": 128, "hidden_dim": 64}),
     ],
 )
 def test_family_space_maps_onto_create_model(name, expected):
@@ -122,12 +122,12 @@ def test_rnn_reads_images_row_by_row():
     assert hm.build(keras_tuner.HyperParameters()).output_shape == (None, 10)
 
 
-def test_vit_gets_image_shape_and_builds_on_digits():
+def test_vit_gets_input_shape_and_builds_on_digits():
     import kzoo.data
 
     data = kzoo.data.load("digits", smoke=True)
     *_, kwargs = search.prepare_data("vit_tiny", data)
-    assert kwargs == {"image_shape": (8, 8, 1), "num_classes": 10}
+    assert kwargs == {"input_shape": (8, 8, 1), "num_classes": 10}
     hm = search.ZooHyperModel("vit_tiny", search.search_space("vit_tiny"), kwargs)
     model = hm.build(keras_tuner.HyperParameters())
     assert model.output_shape == (None, 10) and model.get_config()["num_layers"] == 1

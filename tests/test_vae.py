@@ -46,7 +46,7 @@ def test_beta_weights_the_kl_term():
     results = []
     for beta in (1.0, 3.0):
         keras.utils.set_random_seed(0)
-        model = kzoo.create_model("vae", image_shape=(6, 6, 1), latent_dim=2, hidden_units=(8,),
+        model = kzoo.create_model("vae", input_shape=(6, 6, 1), latent_dim=2, hidden_units=(8,),
                                   beta=beta)
         model.compile()
         results.append(model.evaluate(x, batch_size=8, verbose=0, return_dict=True))
@@ -60,7 +60,7 @@ def test_training_raises_the_elbo_on_digits():
 
     x = (load_digits().images[:512] / 16.0).astype("float32")[..., None]
     keras.utils.set_random_seed(0)
-    model = kzoo.create_model("vae", image_shape=(8, 8, 1), latent_dim=4, hidden_units=(64,))
+    model = kzoo.create_model("vae", input_shape=(8, 8, 1), latent_dim=4, hidden_units=(64,))
     model.compile(optimizer=keras.optimizers.Adam(3e-3))
     before = model.elbo(x, num_samples=2)
     model.fit(x, batch_size=64, epochs=15, verbose=0)
@@ -70,7 +70,7 @@ def test_training_raises_the_elbo_on_digits():
 
 
 def test_value_range_maps_in_and_out():
-    model = kzoo.create_model("vae", image_shape=(4,), latent_dim=2, hidden_units=(4,),
+    model = kzoo.create_model("vae", input_shape=(4,), latent_dim=2, hidden_units=(4,),
                               value_range=(-1.0, 1.0))
     samples = model.generate(16, seed=0)
     assert samples.min() >= -1.0 and samples.max() <= 1.0 and samples.min() < 0.0
@@ -80,7 +80,7 @@ def test_value_range_maps_in_and_out():
 @pytest.mark.parametrize(
     "name, kwargs, message",
     [
-        ("conv_vae", {"image_size": 10}, "multiple of 4"),
+        ("conv_vae", {"input_shape": (10, 10, 1)}, "multiple of 4"),
         ("vae", {"beta": -1.0}, "beta=-1.0"),
         ("vae", {"latent_dim": 0}, "latent_dim=0"),
     ],
@@ -91,7 +91,7 @@ def test_rejects_bad_arguments(name, kwargs, message):
 
 
 def test_compile_rejects_a_loss():
-    model = kzoo.create_model("vae", image_shape=(4,), latent_dim=2, hidden_units=(4,))
+    model = kzoo.create_model("vae", input_shape=(4,), latent_dim=2, hidden_units=(4,))
     with pytest.raises(ValueError, match="defines its"):
         model.compile(loss="mse")
 

@@ -34,8 +34,8 @@ def test_patch_embedding_is_a_linear_map_of_row_major_patches():
 
 def test_class_token_pooling_ignores_nothing_but_mean_pooling_works_too():
     keras.utils.set_random_seed(0)
-    config = dict(image_shape=(8, 8, 1), patch_size=4, num_classes=3, hidden_dim=8,
-                  num_heads=2, num_layers=1, mlp_dim=16)
+    config = dict(input_shape=(8, 8, 1), patch_size=4, num_classes=3, hidden_dim=8,
+                  num_heads=2, num_layers=1, intermediate_dim=16)
     token = kzoo.create_model("vit_tiny", **config)
     mean = kzoo.create_model("vit_tiny", pooling="mean", **config)
     assert token.count_params() == mean.count_params()
@@ -48,7 +48,7 @@ def test_class_token_pooling_ignores_nothing_but_mean_pooling_works_too():
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        ({"image_shape": (30, 30, 3), "patch_size": 16}, "divisible by patch_size"),
+        ({"input_shape": (30, 30, 3), "patch_size": 16}, "divisible by patch_size"),
         ({"hidden_dim": 10, "num_heads": 4}, "divisible by num_heads"),
         ({"pooling": "max"}, "pooling='max'"),
     ],

@@ -252,7 +252,7 @@ def _random_weights(model, seed=0):
 ])
 def test_bert_export_loads_strictly_in_transformers(name, cls_name, tmp_path):
     pytest.importorskip("transformers")
-    model = kzoo.create_model(name, vocab_size=40, max_length=12, hidden_dim=16, num_heads=4,
+    model = kzoo.create_model(name, vocabulary_size=40, max_sequence_length=12, hidden_dim=16, num_heads=4,
                               intermediate_dim=32, num_classes=3, dropout=0.0)
     _random_weights(model)
     folder = kzoo.weights.export(model, tmp_path / "bert", layout="transformers")
@@ -274,7 +274,7 @@ def test_bert_export_loads_strictly_in_transformers(name, cls_name, tmp_path):
 @pytest.mark.torch_only
 def test_gpt2_export_loads_strictly_in_transformers(tmp_path):
     pytest.importorskip("transformers")
-    model = kzoo.create_model("transformer_lm", vocab_size=50, max_length=12, d_model=16,
+    model = kzoo.create_model("transformer_lm", vocabulary_size=50, max_sequence_length=12, hidden_dim=16,
                               num_heads=4, num_layers=2, intermediate_dim=48,
                               activation="gelu_tanh", dropout=0.0)
     _random_weights(model, 1)

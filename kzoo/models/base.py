@@ -10,7 +10,7 @@ layer, take the features without the head, and swap the head.
 import keras
 from keras import ops
 
-from kzoo import validation
+from kzoo import validation, vocabulary
 from kzoo.layers import fast
 from kzoo.optimizers import Adam
 
@@ -51,6 +51,11 @@ class ModelConfig:
     def from_config(cls, config):
         config = dict(config)
         metadata = config.pop("metadata", None)
+        # Files saved before an argument was renamed still load, silently: the
+        # file, not the user's code, holds the old name (kzoo.vocabulary).
+        config = vocabulary.rename_arguments(
+            cls.__name__, vocabulary.renames_of(cls), config, warn=False
+        )
         _check_config_keys(cls, config)
         model = cls(**config)
         if metadata:

@@ -20,6 +20,7 @@ from kzoo.layers.transformer import (
 from kzoo.models.base import ZooModel
 from kzoo.models.base import head as classification_head
 from kzoo.registry import register_variant
+from kzoo.vocabulary import renamed_arguments
 
 HEADS = ("classification", "masked_lm")
 
@@ -52,6 +53,7 @@ class OutputBias(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="kzoo")
+@renamed_arguments(vocab_size="vocabulary_size", max_length="max_sequence_length")
 class BERT(ZooModel):
     """BERT encoder with a sequence-classification or a masked-LM head.
 
@@ -65,7 +67,7 @@ class BERT(ZooModel):
     pooler (dense + tanh), dropout and the logits `(batch, num_classes)`.
     `head="masked_lm"`: every position goes through a dense + GELU + layer
     norm transform and the transposed token embedding (tied weights) plus a
-    bias, giving logits `(batch, length, vocab_size)`. `with_head()` moves the
+    bias, giving logits `(batch, length, vocabulary_size)`. `with_head()` moves the
     encoder's weights between the two, for pre-training then fine-tuning.
 
     `bert_base` has 109,482,240 trainable parameters in its embeddings,
@@ -73,8 +75,8 @@ class BERT(ZooModel):
     segments); the classification head adds `769 * num_classes`.
 
     Args:
-        vocab_size: int. Number of token ids. Defaults to 30522.
-        max_length: int. Longest sequence (learned positions). Defaults to
+        vocabulary_size: int. Number of token ids. Defaults to 30522.
+        max_sequence_length: int. Longest sequence (learned positions). Defaults to
             512.
         num_segments: int. Number of segment (token type) ids. Defaults to 2.
         hidden_dim: int. Width of every token vector. Defaults to 768.
@@ -89,14 +91,14 @@ class BERT(ZooModel):
         num_classes: int. Classes of the classification head (ignored by
             the masked-LM head). Defaults to 2.
         sequence_length: int or None. Fixed input length, or None for any
-            length up to `max_length`. Defaults to None.
+            length up to `max_sequence_length`. Defaults to None.
         layer_norm_epsilon: float. Layer-norm epsilon. Defaults to 1e-12.
         name: str. Model name. Defaults to `"bert"`.
 
     Example:
 
     >>> import numpy as np, kzoo
-    >>> model = kzoo.create_model("bert_tiny", vocab_size=100, num_classes=3)
+    >>> model = kzoo.create_model("bert_tiny", vocabulary_size=100, num_classes=3)
     >>> inputs = {"token_ids": np.array([[1, 7, 9, 2, 0, 0]]),
     ...           "segment_ids": np.zeros((1, 6), "int32")}
     >>> model.predict(inputs, verbose=0).shape
@@ -108,8 +110,8 @@ class BERT(ZooModel):
 
     def __init__(
         self,
-        vocab_size=30522,
-        max_length=512,
+        vocabulary_size=30522,
+        max_sequence_length=512,
         num_segments=2,
         hidden_dim=768,
         num_layers=12,
@@ -123,8 +125,8 @@ class BERT(ZooModel):
         name="bert",
         **kwargs,
     ):
-        vocab_size = validation.positive_int("vocab_size", vocab_size)
-        max_length = validation.positive_int("max_length", max_length)
+        vocabulary_size = validation.positive_int("vocabulary_size", vocabulary_size)
+        max_sequence_length = validation.positive_int("max_sequence_length", max_sequence_length)
         num_segments = validation.positive_int("num_segments", num_segments)
         hidden_dim = validation.positive_int("hidden_dim", hidden_dim)
         num_layers = validation.positive_int("num_layers", num_layers)
@@ -140,11 +142,11 @@ class BERT(ZooModel):
         num_classes = validation.positive_int("num_classes", num_classes)
         if sequence_length is not None:
             sequence_length = validation.positive_int("sequence_length", sequence_length)
-            if sequence_length > max_length:
+            if sequence_length > max_sequence_length:
                 raise ValueError(
-                    f"Received sequence_length={sequence_length} with max_length="
-                    f"{max_length}; expected sequence_length <= max_length, so raise "
-                    "max_length or shorten the sequences."
+                    f"Received sequence_length={sequence_length} with max_sequence_length="
+                    f"{max_sequence_length}; expected sequence_length <= max_sequence_length, "
+                    "so raise max_sequence_length or shorten the sequences."
                 )
 
         # === Layers and functional graph ===
@@ -152,8 +154,9 @@ class BERT(ZooModel):
         segment_ids = keras.Input((sequence_length,), dtype="int32", name="segment_ids")
         padding_mask = PaddingMask(name="padding_mask")(token_ids)  # (B, T), True at tokens
         token_embedding = TokenAndPositionEmbedding(
-            vocab_size, hidden_dim, position_encoding="learned", max_length=max_length,
-            scale_embeddings=False, embeddings_initializer=_initializer(),
+            vocabulary_size, hidden_dim, position_encoding="learned",
+            max_length=max_sequence_length, scale_embeddings=False,
+            embeddings_initializer=_initializer(),
             name="token_embedding",
         )
         x = token_embedding(token_ids)  # (B, T, D): tokens + positions
@@ -189,7 +192,8 @@ class BERT(ZooModel):
 
         # === Config ===
         self._set_config(
-            vocab_size=vocab_size, max_length=max_length, num_segments=num_segments,
+            vocabulary_size=vocabulary_size, max_sequence_length=max_sequence_length,
+            num_segments=num_segments,
             hidden_dim=hidden_dim, num_layers=num_layers, num_heads=num_heads,
             intermediate_dim=intermediate_dim, dropout=dropout, head=head,
             num_classes=num_classes, sequence_length=sequence_length,
@@ -231,7 +235,7 @@ def bert_inputs(batch_size, rng, *, length=8, vocab_size=50):
 
 
 # === Registered variants ===
-_TINY = {"vocab_size": 50, "max_length": 16, "hidden_dim": 8, "num_layers": 1,
+_TINY = {"vocabulary_size": 50, "max_sequence_length": 16, "hidden_dim": 8, "num_layers": 1,
          "num_heads": 2, "intermediate_dim": 16, "num_classes": 3}
 _COMMON = dict(family="transformer", tiny=_TINY, tiny_inputs=bert_inputs,
                recipe="recipes/bert.py")

@@ -14,7 +14,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from kzoo import registry, validation
+from kzoo import registry, validation, vocabulary
 from kzoo.layers import fast
 from kzoo.layers.transformer import (
     PaddingMask,
@@ -155,20 +155,25 @@ TEXT_POOLINGS = ("first", "end_token")
 
 
 @keras.saving.register_keras_serializable(package="kzoo")
+@vocabulary.renamed_arguments(
+    vocab_size="vocabulary_size", context_length="max_sequence_length",
+    text_width="text_hidden_dim", text_heads="num_text_heads", text_layers="num_text_layers",
+    embed_dim="embedding_dim",
+)
 class CLIPDualEncoder(ZooModel):
     """CLIP-style dual encoder trained with the symmetric contrastive loss.
 
     Inputs are a dict: `"images"` (the image tower's input shape) and
-    `"token_ids"` (int `(batch, context_length)`, `[CLS]` first, 0 is
+    `"token_ids"` (int `(batch, max_sequence_length)`, `[CLS]` first, 0 is
     padding). Outputs are a dict: `"image_embeddings"` and
-    `"text_embeddings"` (L2-normalised, `(batch, embed_dim)`) and
+    `"text_embeddings"` (L2-normalised, `(batch, embedding_dim)`) and
     `"logit_scale"` (`(batch, 1)`, the learned inverse temperature).
 
     The image tower is the registered kzoo classifier `image_encoder`, built
-    with `image_encoder_kwargs` and `num_classes=embed_dim`: its head is the
+    with `image_encoder_kwargs` and `num_classes=embedding_dim`: its head is the
     image projection (a ViT projects its class token, a ResNet its pooled
     features). The text tower embeds tokens and learned positions, runs
-    `text_layers` pre-norm Transformer encoder blocks, normalises, and
+    `num_text_layers` pre-norm Transformer encoder blocks, normalises, and
     projects the first token without bias.
 
     `compile()` needs no loss: the model trains with `clip_loss` on the
@@ -179,15 +184,14 @@ class CLIPDualEncoder(ZooModel):
         image_encoder: str. A registered kzoo image classifier, e.g.
             `"vit_tiny"` or `"resnet18"`. Defaults to `"vit_tiny"`.
         image_encoder_kwargs: dict or None. Arguments of the image tower,
-            including its input shape (`image_shape` for ViTs,
-            `input_shape` for CNNs). None means `{"image_shape": (32, 32,
-            3), "patch_size": 4, "num_layers": 4}`. Defaults to None.
-        vocab_size: int. Number of token ids. Defaults to 49408 (CLIP's).
-        context_length: int. Tokens per text. Defaults to 77.
-        text_width: int. Width of the text tower. Defaults to 256.
-        text_heads: int. Attention heads of the text tower. Defaults to 4.
-        text_layers: int. Encoder blocks of the text tower. Defaults to 4.
-        embed_dim: int. Width of the shared embedding space. Defaults to
+            including its `input_shape`. None means `{"input_shape": (32,
+            32, 3), "patch_size": 4, "num_layers": 4}`. Defaults to None.
+        vocabulary_size: int. Number of token ids. Defaults to 49408 (CLIP's).
+        max_sequence_length: int. Tokens per text. Defaults to 77.
+        text_hidden_dim: int. Width of the text tower. Defaults to 256.
+        num_text_heads: int. Attention heads of the text tower. Defaults to 4.
+        num_text_layers: int. Encoder blocks of the text tower. Defaults to 4.
+        embedding_dim: int. Width of the shared embedding space. Defaults to
             256.
         dropout: float. Dropout inside the text tower. Defaults to 0.
         text_activation: str. Feed-forward activation of the text blocks, by
@@ -215,11 +219,11 @@ class CLIPDualEncoder(ZooModel):
 
     >>> import numpy as np, kzoo
     >>> model = kzoo.create_model(
-    ...     "clip_dual_encoder", vocab_size=20, context_length=6, text_width=16,
-    ...     text_heads=2, text_layers=1, embed_dim=8,
-    ...     image_encoder_kwargs={"image_shape": (8, 8, 1), "patch_size": 4,
+    ...     "clip_dual_encoder", vocabulary_size=20, max_sequence_length=6, text_hidden_dim=16,
+    ...     num_text_heads=2, num_text_layers=1, embedding_dim=8,
+    ...     image_encoder_kwargs={"input_shape": (8, 8, 1), "patch_size": 4,
     ...                           "hidden_dim": 16, "num_heads": 2, "num_layers": 1,
-    ...                           "mlp_dim": 32})
+    ...                           "intermediate_dim": 32})
     >>> images = np.random.rand(4, 8, 8, 1).astype("float32")
     >>> prompts = np.array([[1, 5, 6, 0, 0, 0], [1, 5, 7, 0, 0, 0]])
     >>> model.zero_shot_logits(images, prompts).shape
@@ -230,12 +234,12 @@ class CLIPDualEncoder(ZooModel):
         self,
         image_encoder="vit_tiny",
         image_encoder_kwargs=None,
-        vocab_size=49408,
-        context_length=77,
-        text_width=256,
-        text_heads=4,
-        text_layers=4,
-        embed_dim=256,
+        vocabulary_size=49408,
+        max_sequence_length=77,
+        text_hidden_dim=256,
+        num_text_heads=4,
+        num_text_layers=4,
+        embedding_dim=256,
         dropout=0.0,
         text_activation="gelu",
         text_causal=False,
@@ -248,30 +252,34 @@ class CLIPDualEncoder(ZooModel):
         **kwargs,
     ):
         if image_encoder_kwargs is None:
-            image_encoder_kwargs = {"image_shape": (32, 32, 3), "patch_size": 4, "num_layers": 4}
+            image_encoder_kwargs = {"input_shape": (32, 32, 3), "patch_size": 4, "num_layers": 4}
         if not isinstance(image_encoder_kwargs, dict):
             raise TypeError(
                 f"Received image_encoder_kwargs={image_encoder_kwargs!r}; expected a dict of "
-                "the image tower's arguments, such as {'image_shape': (32, 32, 3)}."
+                "the image tower's arguments, such as {'input_shape': (32, 32, 3)}."
             )
         entry = registry.get_entry(image_encoder)
+        image_encoder_kwargs = vocabulary.rename_arguments(
+            image_encoder, vocabulary.renames_of(entry.builder), image_encoder_kwargs
+        )
         if entry.task != "classification" or "num_classes" in image_encoder_kwargs:
             raise ValueError(
                 f"Received image_encoder={image_encoder!r} with kwargs "
                 f"{sorted(image_encoder_kwargs)}; expected a kzoo image classifier without "
-                "num_classes (embed_dim sets its head), such as 'vit_tiny' or 'resnet18'."
+                "num_classes (embedding_dim sets its head), such as 'vit_tiny' or 'resnet18'."
             )
-        vocab_size = validation.positive_int("vocab_size", vocab_size)
-        context_length = validation.positive_int("context_length", context_length)
-        text_width = validation.positive_int("text_width", text_width)
-        text_heads = validation.positive_int("text_heads", text_heads)
-        if text_width % text_heads:
+        vocabulary_size = validation.positive_int("vocabulary_size", vocabulary_size)
+        max_sequence_length = validation.positive_int("max_sequence_length", max_sequence_length)
+        text_hidden_dim = validation.positive_int("text_hidden_dim", text_hidden_dim)
+        num_text_heads = validation.positive_int("num_text_heads", num_text_heads)
+        if text_hidden_dim % num_text_heads:
             raise ValueError(
-                f"Received text_width={text_width} and text_heads={text_heads}; expected "
-                "text_width divisible by text_heads, such as 256 with 4 heads."
+                f"Received text_hidden_dim={text_hidden_dim} and num_text_heads="
+                f"{num_text_heads}; expected text_hidden_dim divisible by num_text_heads, "
+                "such as 256 with 4 heads."
             )
-        text_layers = validation.positive_int("text_layers", text_layers)
-        embed_dim = validation.positive_int("embed_dim", embed_dim)
+        num_text_layers = validation.positive_int("num_text_layers", num_text_layers)
+        embedding_dim = validation.positive_int("embedding_dim", embedding_dim)
         dropout = validation.fraction("dropout", dropout)
         validation.choice("text_pooling", text_pooling, TEXT_POOLINGS)
         if text_pooling == "end_token" and end_id is None:
@@ -288,11 +296,11 @@ class CLIPDualEncoder(ZooModel):
         # === Layers and functional graph ===
         registry.check_kwargs(entry, image_encoder_kwargs)
         image_tower = entry.builder(
-            **{**entry.fixed, **image_encoder_kwargs, "num_classes": embed_dim,
+            **{**entry.fixed, **image_encoder_kwargs, "num_classes": embedding_dim,
                "name": "image_encoder"}
         )
         images = keras.Input(image_tower.input_shape[1:], name="images")
-        token_ids = keras.Input((context_length,), dtype="int32", name="token_ids")
+        token_ids = keras.Input((max_sequence_length,), dtype="int32", name="token_ids")
 
         image_features = image_tower(images)  # (B, E): the tower's head projects
         image_embeddings = keras.layers.UnitNormalization(name="image_embedding")(image_features)
@@ -301,12 +309,12 @@ class CLIPDualEncoder(ZooModel):
             None if pad_id is None else PaddingMask(pad_id, name="padding_mask")(token_ids)
         )
         x = TokenAndPositionEmbedding(
-            vocab_size, text_width, position_encoding="learned", max_length=context_length,
-            scale_embeddings=False, name="token_embedding",
+            vocabulary_size, text_hidden_dim, position_encoding="learned",
+            max_length=max_sequence_length, scale_embeddings=False, name="token_embedding",
         )(token_ids)  # (B, T, W)
-        for i in range(text_layers):
+        for i in range(num_text_layers):
             x = TransformerEncoderBlock(
-                text_heads, 4 * text_width, dropout=dropout, activation=text_activation,
+                num_text_heads, 4 * text_hidden_dim, dropout=dropout, activation=text_activation,
                 norm_first=True, layer_norm_epsilon=text_layer_norm_epsilon,
                 name=f"text_block_{i}",
             )(x, padding_mask=padding_mask, use_causal_mask=text_causal)
@@ -315,7 +323,7 @@ class CLIPDualEncoder(ZooModel):
             x = SequencePooling("first", name="text_pool")(x)  # (B, W): the [CLS] token
         else:
             x = EndTokenPooling(end_id, name="text_pool")(x, token_ids)  # (B, W)
-        x = fast.Dense(embed_dim, use_bias=False, name="text_projection")(x)
+        x = fast.Dense(embedding_dim, use_bias=False, name="text_projection")(x)
         text_embeddings = keras.layers.UnitNormalization(name="text_embedding")(x)
 
         logit_scale = LogitScale(name="logit_scale")(image_embeddings)
@@ -330,8 +338,9 @@ class CLIPDualEncoder(ZooModel):
         # === Config ===
         self._set_config(
             image_encoder=image_encoder, image_encoder_kwargs=dict(image_encoder_kwargs),
-            vocab_size=vocab_size, context_length=context_length, text_width=text_width,
-            text_heads=text_heads, text_layers=text_layers, embed_dim=embed_dim, dropout=dropout,
+            vocabulary_size=vocabulary_size, max_sequence_length=max_sequence_length,
+            text_hidden_dim=text_hidden_dim, num_text_heads=num_text_heads,
+            num_text_layers=num_text_layers, embedding_dim=embedding_dim, dropout=dropout,
             text_activation=text_activation, text_causal=text_causal, text_pooling=text_pooling,
             end_id=end_id, pad_id=pad_id, text_layer_norm_epsilon=float(text_layer_norm_epsilon),
             text_norm_epsilon=float(text_norm_epsilon),
@@ -341,7 +350,16 @@ class CLIPDualEncoder(ZooModel):
     def from_config(cls, config):
         # Before text_norm_epsilon existed, the final text norm had Keras'
         # default epsilon; keep those files computing what they computed.
-        return super().from_config({"text_norm_epsilon": 1e-3, **config})
+        config = {"text_norm_epsilon": 1e-3, **config}
+        # The image tower's arguments of a file saved before a rename load silently,
+        # as the top-level ones do (kzoo.vocabulary).
+        tower = config.get("image_encoder_kwargs")
+        if isinstance(tower, dict):
+            builder = registry.get_entry(config.get("image_encoder", "vit_tiny")).builder
+            config["image_encoder_kwargs"] = vocabulary.rename_arguments(
+                cls.__name__, vocabulary.renames_of(builder), tower, warn=False
+            )
+        return super().from_config(config)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         """The symmetric contrastive loss of the batch (targets are ignored)."""
@@ -353,12 +371,12 @@ class CLIPDualEncoder(ZooModel):
 
     # === Inference ===
     def encode_images(self, images, batch_size=256):
-        """L2-normalised image embeddings, `(n, embed_dim)` as NumPy."""
+        """L2-normalised image embeddings, `(n, embedding_dim)` as NumPy."""
         encoder = keras.Model(self.input["images"], self.get_layer("image_embedding").output)
         return np.asarray(encoder.predict(images, batch_size=batch_size, verbose=0))
 
     def encode_texts(self, token_ids, batch_size=256):
-        """L2-normalised text embeddings, `(n, embed_dim)` as NumPy."""
+        """L2-normalised text embeddings, `(n, embedding_dim)` as NumPy."""
         encoder = keras.Model(self.input["token_ids"], self.get_layer("text_embedding").output)
         return np.asarray(encoder.predict(token_ids, batch_size=batch_size, verbose=0))
 
@@ -369,28 +387,29 @@ class CLIPDualEncoder(ZooModel):
 
         Args:
             images: array of images, the image tower's input shape.
-            prompt_token_ids: int array `(classes, context_length)`, one
+            prompt_token_ids: int array `(classes, max_sequence_length)`, one
                 prompt per class.
         """
         scale = float(ops.convert_to_numpy(self.get_layer("logit_scale").scale()))
         return scale * self.encode_images(images) @ self.encode_texts(prompt_token_ids).T
 
 
-def clip_inputs(batch_size, rng, *, context_length=8, vocab_size=50):
+def clip_inputs(batch_size, rng, *, max_sequence_length=8, vocabulary_size=50):
     """Random images and token ids (`[CLS]` first, then padding), for tests."""
-    token_ids = rng.integers(5, vocab_size, size=(batch_size, context_length)).astype("int32")
+    token_ids = rng.integers(5, vocabulary_size, size=(batch_size, max_sequence_length))
+    token_ids = token_ids.astype("int32")
     token_ids[:, 0] = 1
     token_ids[:, -2:] = 0
     images = rng.random((batch_size, 8, 8, 1)).astype("float32")
     return {"images": images, "token_ids": token_ids}
 
 
-def openai_clip_inputs(batch_size, rng, *, context_length=8, vocab_size=50):
+def openai_clip_inputs(batch_size, rng, *, max_sequence_length=8, vocabulary_size=50):
     """Random images and token ids ending in the end token (the last id), for tests."""
-    token_ids = rng.integers(0, vocab_size - 1, size=(batch_size, context_length))
+    token_ids = rng.integers(0, vocabulary_size - 1, size=(batch_size, max_sequence_length))
     token_ids = token_ids.astype("int32")
-    for row, end in enumerate(rng.integers(2, context_length, size=batch_size)):
-        token_ids[row, end:] = vocab_size - 1  # the end token, then padding with it
+    for row, end in enumerate(rng.integers(2, max_sequence_length, size=batch_size)):
+        token_ids[row, end:] = vocabulary_size - 1  # the end token, then padding with it
     images = rng.random((batch_size, 8, 8, 3)).astype("float32")
     return {"images": images, "token_ids": token_ids}
 
@@ -409,17 +428,18 @@ registry.register_variant(
     summary="OpenAI's CLIP ViT-B/32 (openai/clip-vit-base-patch32): 151M parameters.",
     family="multimodal", task="self_supervised", recipe="recipes/clip.py",
     tiny={
-        "image_encoder_kwargs": {"image_shape": (8, 8, 3), "patch_size": 4, "hidden_dim": 8,
-                                 "num_heads": 2, "num_layers": 1, "mlp_dim": 16,
+        "image_encoder_kwargs": {"input_shape": (8, 8, 3), "patch_size": 4, "hidden_dim": 8,
+                                 "num_heads": 2, "num_layers": 1, "intermediate_dim": 16,
                                  **OPENAI_VISION},
-        "vocab_size": 50, "end_id": 49, "context_length": 8, "text_width": 8,
-        "text_heads": 2, "text_layers": 1, "embed_dim": 8,
+        "vocabulary_size": 50, "end_id": 49, "max_sequence_length": 8, "text_hidden_dim": 8,
+        "num_text_heads": 2, "num_text_layers": 1, "embedding_dim": 8,
     },
     tiny_inputs=openai_clip_inputs,
     image_encoder="vit_base",
-    image_encoder_kwargs={"image_shape": (224, 224, 3), "patch_size": 32, **OPENAI_VISION},
-    vocab_size=49408, context_length=77, text_width=512, text_heads=8, text_layers=12,
-    embed_dim=512, end_id=49407, **OPENAI_TEXT, name="clip_vit_base_patch32",
+    image_encoder_kwargs={"input_shape": (224, 224, 3), "patch_size": 32, **OPENAI_VISION},
+    vocabulary_size=49408, max_sequence_length=77, text_hidden_dim=512, num_text_heads=8,
+    num_text_layers=12, embedding_dim=512, end_id=49407, **OPENAI_TEXT,
+    name="clip_vit_base_patch32",
 )
 registry.register_variant(
     "clip_dual_encoder", CLIPDualEncoder,
@@ -427,10 +447,10 @@ registry.register_variant(
     family="multimodal", task="self_supervised", recipe="recipes/clip.py",
     tiny={
         "image_encoder": "vit_tiny",
-        "image_encoder_kwargs": {"image_shape": (8, 8, 1), "patch_size": 4, "hidden_dim": 8,
-                                 "num_heads": 2, "num_layers": 1, "mlp_dim": 16},
-        "vocab_size": 50, "context_length": 8, "text_width": 8, "text_heads": 2,
-        "text_layers": 1, "embed_dim": 8,
+        "image_encoder_kwargs": {"input_shape": (8, 8, 1), "patch_size": 4, "hidden_dim": 8,
+                                 "num_heads": 2, "num_layers": 1, "intermediate_dim": 16},
+        "vocabulary_size": 50, "max_sequence_length": 8, "text_hidden_dim": 8, "num_text_heads": 2,
+        "num_text_layers": 1, "embedding_dim": 8,
     },
     tiny_inputs=clip_inputs,
     name="clip_dual_encoder",

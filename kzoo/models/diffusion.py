@@ -24,6 +24,7 @@ from kzoo import validation
 from kzoo.layers.unet import build_unet
 from kzoo.models.base import SelfTrainingModel, check_value_range, rescale
 from kzoo.registry import register_model, uniform_inputs
+from kzoo.vocabulary import SquareImage, renamed_arguments
 
 SCHEDULES = ("linear", "cosine")
 SAMPLERS = ("ddpm", "ddim")
@@ -73,11 +74,12 @@ def noise_schedule(name, num_timesteps):
     "ddpm",
     family="generative",
     task="self_supervised",
-    tiny={"image_size": 4, "channels": 1, "filters": 4, "channel_multipliers": (1,),
+    tiny={"input_shape": (4, 4, 1), "filters": 4, "channel_multipliers": (1,),
           "attention_resolutions": (), "num_timesteps": 10},
     tiny_inputs=uniform_inputs(0.0, 1.0),
     recipe="recipes/diffusion.py",
 )
+@renamed_arguments(image_size=SquareImage(16, 1), channels=SquareImage(16, 1))
 class DDPM(SelfTrainingModel, keras.Model):
     """Denoising diffusion model with a small U-Net, DDPM and DDIM sampling.
 
@@ -87,9 +89,9 @@ class DDPM(SelfTrainingModel, keras.Model):
     holds the moving average of its weights and is used by `generate`.
 
     Args:
-        image_size: int. Height and width of the images; divisible by
-            `2 ** (len(channel_multipliers) - 1)`. Defaults to 16.
-        channels: int. Image channels. Defaults to 1.
+        input_shape: tuple. `(size, size, channels)` of the images: square,
+            the size divisible by `2 ** (len(channel_multipliers) - 1)`.
+            Defaults to `(16, 16, 1)`.
         filters: int. Base width of the U-Net. Defaults to 32.
         channel_multipliers: tuple of int. Width multiplier per resolution
             level. Defaults to `(1, 2, 2)`.
@@ -109,7 +111,7 @@ class DDPM(SelfTrainingModel, keras.Model):
     Example:
 
     >>> import numpy as np, kzoo
-    >>> model = kzoo.create_model("ddpm", image_size=8, filters=8,
+    >>> model = kzoo.create_model("ddpm", input_shape=(8, 8, 1), filters=8,
     ...                           channel_multipliers=(1, 2), num_timesteps=50)
     >>> model.compile()
     >>> x = np.random.default_rng(0).uniform(size=(16, 8, 8, 1))
@@ -127,8 +129,7 @@ class DDPM(SelfTrainingModel, keras.Model):
 
     def __init__(
         self,
-        image_size=16,
-        channels=1,
+        input_shape=(16, 16, 1),
         filters=32,
         channel_multipliers=(1, 2, 2),
         attention_resolutions=(4,),
@@ -140,8 +141,7 @@ class DDPM(SelfTrainingModel, keras.Model):
         name="ddpm",
         **kwargs,
     ):
-        image_size = validation.positive_int("image_size", image_size)
-        channels = validation.positive_int("channels", channels)
+        image_size, channels = validation.square_image("input_shape", input_shape)
         filters = validation.positive_int("filters", filters)
         channel_multipliers = validation.int_sequence("channel_multipliers", channel_multipliers)
         attention_resolutions = validation.int_sequence(
@@ -150,7 +150,8 @@ class DDPM(SelfTrainingModel, keras.Model):
         factor = 2 ** (len(channel_multipliers) - 1)
         if image_size % factor:
             raise ValueError(
-                f"Received image_size={image_size} with {len(channel_multipliers)} levels; "
+                f"Received input_shape={tuple(input_shape)} with {len(channel_multipliers)} "
+                "levels; "
                 f"expected a multiple of {factor}, so resize the images or use fewer levels."
             )
         dropout = validation.fraction("dropout", dropout)
@@ -182,7 +183,7 @@ class DDPM(SelfTrainingModel, keras.Model):
 
         # === Config ===
         self._set_config(
-            image_size=image_size, channels=channels, filters=filters,
+            input_shape=(image_size, image_size, channels), filters=filters,
             channel_multipliers=channel_multipliers, attention_resolutions=attention_resolutions,
             dropout=dropout, num_timesteps=num_timesteps, schedule=schedule,
             ema_momentum=ema_momentum, value_range=value_range,

@@ -25,6 +25,7 @@ from kzoo.layers import fast
 from kzoo.models.base import SelfTrainingModel, check_value_range, rescaling
 from kzoo.optimizers import Adam
 from kzoo.registry import register_model, uniform_inputs
+from kzoo.vocabulary import SquareImage, renamed_arguments
 
 #: The range the players compute images in: the generator's tanh output.
 UNIT_RANGE = (-1.0, 1.0)
@@ -245,14 +246,14 @@ class AdversarialModel(SelfTrainingModel, keras.Model):
 # === GAN: fully connected players (Goodfellow et al., 2014) ===
 
 
-def _image_inputs(image_shape):
-    image_shape = validation.shape("image_shape", image_shape, ranks=(1, 2, 3))
-    if None in image_shape:
+def _image_inputs(input_shape):
+    input_shape = validation.shape("input_shape", input_shape, ranks=(1, 2, 3))
+    if None in input_shape:
         raise ValueError(
-            f"Received image_shape={image_shape!r}; a generator needs a fixed size, "
-            "so give every axis, such as image_shape=(16, 16, 1)."
+            f"Received input_shape={input_shape!r}; a generator needs a fixed size, "
+            "so give every axis, such as input_shape=(16, 16, 1)."
         )
-    return image_shape
+    return input_shape
 
 
 @keras.saving.register_keras_serializable(package="kzoo")
@@ -260,10 +261,11 @@ def _image_inputs(image_shape):
     "gan",
     family="generative",
     task="self_supervised",
-    tiny={"image_shape": (6, 6, 1), "latent_dim": 4, "hidden_units": (8,)},
+    tiny={"input_shape": (6, 6, 1), "latent_dim": 4, "hidden_units": (8,)},
     tiny_inputs=uniform_inputs(0.0, 1.0),
     recipe="recipes/gan.py",
 )
+@renamed_arguments(image_shape="input_shape")
 class GAN(AdversarialModel):
     """The original GAN: fully connected generator and discriminator.
 
@@ -274,7 +276,7 @@ class GAN(AdversarialModel):
     on images returns the discriminator's logits; `generate(n)` samples.
 
     Args:
-        image_shape: tuple. Shape of one image, e.g. `(16, 16, 1)`; any rank
+        input_shape: tuple. Shape of one image, e.g. `(16, 16, 1)`; any rank
             1 to 3. Defaults to `(16, 16, 1)`.
         latent_dim: int. Size of the latent vector. Defaults to 64.
         hidden_units: tuple of int. Widths of the generator's hidden layers;
@@ -288,7 +290,7 @@ class GAN(AdversarialModel):
     Example:
 
     >>> import numpy as np, kzoo
-    >>> gan = kzoo.create_model("gan", image_shape=(8, 8, 1), latent_dim=8,
+    >>> gan = kzoo.create_model("gan", input_shape=(8, 8, 1), latent_dim=8,
     ...                         hidden_units=(16,))
     >>> gan.compile()
     >>> x = np.random.default_rng(0).uniform(size=(32, 8, 8, 1))
@@ -302,7 +304,7 @@ class GAN(AdversarialModel):
 
     def __init__(
         self,
-        image_shape=(16, 16, 1),
+        input_shape=(16, 16, 1),
         latent_dim=64,
         hidden_units=(256, 512),
         dropout=0.3,
@@ -310,12 +312,12 @@ class GAN(AdversarialModel):
         name="gan",
         **kwargs,
     ):
-        image_shape = _image_inputs(image_shape)
+        input_shape = _image_inputs(input_shape)
         latent_dim = validation.positive_int("latent_dim", latent_dim)
         hidden_units = validation.int_sequence("hidden_units", hidden_units)
         dropout = validation.fraction("dropout", dropout)
         value_range = check_value_range(value_range)
-        pixels = math.prod(image_shape)
+        pixels = math.prod(input_shape)
 
         # === Generator: z -> dense blocks -> tanh image in value_range ===
         z = keras.Input((latent_dim,), name="latent")
@@ -326,12 +328,12 @@ class GAN(AdversarialModel):
             x = keras.layers.ReLU(name=f"g_relu_{i}")(x)
         x = fast.Dense(pixels, name="g_out")(x)
         x = keras.layers.Activation("tanh", dtype="float32", name="g_tanh")(x)
-        x = keras.layers.Reshape(image_shape, name="g_image")(x)
+        x = keras.layers.Reshape(input_shape, name="g_image")(x)
         x = rescaling(UNIT_RANGE, value_range, name="g_rescale")(x)
         generator = keras.Model(z, x, name="generator")
 
         # === Discriminator: image -> dense blocks -> one logit ===
-        images = keras.Input(image_shape, name="images")
+        images = keras.Input(input_shape, name="images")
         x = rescaling(value_range, UNIT_RANGE, name="d_rescale")(images)
         x = keras.layers.Flatten(name="d_flatten")(x)
         for i, units in enumerate(reversed(hidden_units)):
@@ -347,7 +349,7 @@ class GAN(AdversarialModel):
 
         # === Config ===
         self._set_config(
-            image_shape=image_shape, latent_dim=latent_dim, hidden_units=hidden_units,
+            input_shape=input_shape, latent_dim=latent_dim, hidden_units=hidden_units,
             dropout=dropout, value_range=value_range,
         )
 
@@ -360,10 +362,11 @@ class GAN(AdversarialModel):
     "dcgan",
     family="generative",
     task="self_supervised",
-    tiny={"image_size": 8, "channels": 1, "latent_dim": 4, "filters": 4},
+    tiny={"input_shape": (8, 8, 1), "latent_dim": 4, "filters": 4},
     tiny_inputs=uniform_inputs(0.0, 1.0),
     recipe="recipes/dcgan.py",
 )
+@renamed_arguments(image_size=SquareImage(16, 1), channels=SquareImage(16, 1))
 class DCGAN(AdversarialModel):
     """DCGAN: transposed-convolution generator and strided-conv discriminator.
 
@@ -375,9 +378,9 @@ class DCGAN(AdversarialModel):
     Any square size that is a multiple of 4 works (16, 28, 32, 64...).
 
     Args:
-        image_size: int. Height and width of the images; a multiple of 4.
-            Defaults to 16.
-        channels: int. 1 (grayscale) or 3 (colour). Defaults to 1.
+        input_shape: tuple. `(size, size, channels)` of the images: square,
+            the size a multiple of 4, 1 (grayscale) or 3 (colour) channels.
+            Defaults to `(16, 16, 1)`.
         latent_dim: int. Size of the latent vector. Defaults to 64.
         filters: int. Filters of the generator's last hidden layer and the
             discriminator's first; the other layer has twice as many.
@@ -391,7 +394,7 @@ class DCGAN(AdversarialModel):
     Example:
 
     >>> import numpy as np, kzoo
-    >>> gan = kzoo.create_model("dcgan", image_size=8, latent_dim=8, filters=4)
+    >>> gan = kzoo.create_model("dcgan", input_shape=(8, 8, 1), latent_dim=8, filters=4)
     >>> gan.compile()
     >>> x = np.random.default_rng(0).uniform(size=(32, 8, 8, 1))
     >>> _ = gan.fit(x, batch_size=16, epochs=1, verbose=0)
@@ -403,8 +406,7 @@ class DCGAN(AdversarialModel):
 
     def __init__(
         self,
-        image_size=16,
-        channels=1,
+        input_shape=(16, 16, 1),
         latent_dim=64,
         filters=64,
         dropout=0.3,
@@ -412,14 +414,15 @@ class DCGAN(AdversarialModel):
         name="dcgan",
         **kwargs,
     ):
-        image_size = validation.image_size_for_two_stride2_stages("image_size", image_size)
-        validation.choice("channels", channels, (1, 3))
+        image_size, channels = validation.square_image(
+            "input_shape", input_shape, multiple_of=4, channels=(1, 3)
+        )
         latent_dim = validation.positive_int("latent_dim", latent_dim)
         filters = validation.positive_int("filters", filters)
         dropout = validation.fraction("dropout", dropout)
         value_range = check_value_range(value_range)
         base = image_size // 4
-        image_shape = (image_size, image_size, channels)
+        input_shape = (image_size, image_size, channels)
 
         # === Generator: z -> (size/4)^2 map -> two 2x transposed convs -> image ===
         z = keras.Input((latent_dim,), name="latent")
@@ -439,7 +442,7 @@ class DCGAN(AdversarialModel):
         generator = keras.Model(z, x, name="generator")
 
         # === Discriminator: image -> two stride-2 convs -> one logit ===
-        images = keras.Input(image_shape, name="images")
+        images = keras.Input(input_shape, name="images")
         x = rescaling(value_range, UNIT_RANGE, name="d_rescale")(images)
         x = fast.Conv2D(filters, 4, strides=2, padding="same", name="d_conv_0")(x)
         x = keras.layers.LeakyReLU(0.2, name="d_lrelu_0")(x)
@@ -458,6 +461,6 @@ class DCGAN(AdversarialModel):
 
         # === Config ===
         self._set_config(
-            image_size=image_size, channels=channels, latent_dim=latent_dim, filters=filters,
+            input_shape=input_shape, latent_dim=latent_dim, filters=filters,
             dropout=dropout, value_range=value_range,
         )

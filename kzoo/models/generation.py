@@ -74,8 +74,8 @@ def generate(
 
     >>> import numpy as np, kzoo
     >>> from kzoo.models.generation import generate
-    >>> model = kzoo.create_model("transformer_lm", vocab_size=12, max_length=8,
-    ...                           d_model=8, num_heads=2, num_layers=1,
+    >>> model = kzoo.create_model("transformer_lm", vocabulary_size=12,
+    ...                           max_sequence_length=8, hidden_dim=8, num_heads=2, num_layers=1,
     ...                           intermediate_dim=16)
     >>> prompt = np.array([[1, 2], [3, 4]])
     >>> greedy = generate(model, prompt, max_length=6)
@@ -220,8 +220,9 @@ def generate_text(model, prompts, *, max_new_tokens, tokenizer=None, **options):
     >>> from kzoo import tokenizers
     >>> from kzoo.models.generation import generate_text
     >>> tok = tokenizers.VocabularyTokenizer(" abcdefgh", level="character")
-    >>> model = kzoo.create_model("transformer_lm", vocab_size=tok.vocab_size, max_length=16,
-    ...                           d_model=8, num_heads=2, num_layers=1, intermediate_dim=16)
+    >>> model = kzoo.create_model("transformer_lm", vocabulary_size=tok.vocab_size,
+    ...                           max_sequence_length=16, hidden_dim=8, num_heads=2, num_layers=1,
+    ...                           intermediate_dim=16)
     >>> model.metadata = {"tokenizer": tok.to_metadata()}
     >>> [len(t) for t in generate_text(model, ["abc", "de"], max_new_tokens=4)]
     [7, 6]

@@ -22,6 +22,7 @@ from kzoo.layers.recurrent import GRU, LSTM, SequencePooling
 from kzoo.models.base import ZooModel, head
 from kzoo.registry import register_variant
 from kzoo.training.search_space import FamilySpace
+from kzoo.vocabulary import renamed_arguments
 
 CELLS = {"lstm": LSTM, "gru": GRU}
 POOLINGS = ("last", "mean", "max")
@@ -46,11 +47,12 @@ def recurrent_layer(cell, units, *, return_sequences, bidirectional, name):
 
 
 @keras.saving.register_keras_serializable(package="kzoo")
+@renamed_arguments(vocab_size="vocabulary_size")
 class RecurrentNetwork(ZooModel):
     """Stacked LSTM or GRU over a sequence, with a classification or regression head.
 
     Inputs are float sequences `(batch, timesteps, features)`, or token ids
-    `(batch, timesteps)` when `vocab_size` is given (id 0 is padding and is
+    `(batch, timesteps)` when `vocabulary_size` is given (id 0 is padding and is
     masked: recurrent layers skip it and pooling ignores it).
 
     Args:
@@ -72,7 +74,7 @@ class RecurrentNetwork(ZooModel):
         pooling: str. How the sequence becomes one vector: `"last"` (the final
             hidden state of each direction, as `h_n` in PyTorch), `"mean"` or
             `"max"` over the steps. Defaults to `"last"`.
-        vocab_size: int or None. Token vocabulary size; None means float
+        vocabulary_size: int or None. Token vocabulary size; None means float
             inputs. Defaults to None.
         embedding_dim: int. Embedding width for token inputs. Defaults to 64.
         name: str. Model name. Defaults to `"recurrent_network"`.
@@ -83,7 +85,7 @@ class RecurrentNetwork(ZooModel):
     >>> model = kzoo.create_model("gru_classifier", input_shape=(40, 1), num_classes=10)
     >>> model.predict(np.zeros((2, 40, 1)), verbose=0).shape
     (2, 10)
-    >>> text = kzoo.create_model("lstm_classifier", input_shape=(None,), vocab_size=100,
+    >>> text = kzoo.create_model("lstm_classifier", input_shape=(None,), vocabulary_size=100,
     ...                          num_classes=2, bidirectional=True, num_layers=2)
     >>> text.predict(np.array([[5, 7, 9, 0, 0]]), verbose=0).shape
     (1, 2)
@@ -102,7 +104,7 @@ class RecurrentNetwork(ZooModel):
         bidirectional=False,
         dropout=0.0,
         pooling="last",
-        vocab_size=None,
+        vocabulary_size=None,
         embedding_dim=64,
         name="recurrent_network",
         **kwargs,
@@ -113,21 +115,21 @@ class RecurrentNetwork(ZooModel):
         num_layers = validation.positive_int("num_layers", num_layers)
         dropout = validation.fraction("dropout", dropout)
         bidirectional = bool(bidirectional)
-        if vocab_size is None:
+        if vocabulary_size is None:
             input_shape = validation.shape("input_shape", input_shape, ranks=(2,))
         else:
-            vocab_size = validation.positive_int("vocab_size", vocab_size)
+            vocabulary_size = validation.positive_int("vocabulary_size", vocabulary_size)
             embedding_dim = validation.positive_int("embedding_dim", embedding_dim)
             input_shape = validation.shape("input_shape", input_shape, ranks=(1,))
 
         # === Layers and functional graph ===
-        if vocab_size is None:
+        if vocabulary_size is None:
             inputs = keras.Input(input_shape, name="sequence")  # (B, T, F)
             x = inputs
         else:
             inputs = keras.Input(input_shape, dtype="int32", name="tokens")  # (B, T)
             x = keras.layers.Embedding(
-                vocab_size, embedding_dim, mask_zero=True, name="embedding"
+                vocabulary_size, embedding_dim, mask_zero=True, name="embedding"
             )(inputs)  # (B, T, E)
         for i in range(num_layers):
             if i > 0 and dropout:
@@ -147,7 +149,7 @@ class RecurrentNetwork(ZooModel):
         self._set_config(
             input_shape=input_shape, num_classes=num_classes, num_outputs=num_outputs,
             cell=cell, units=units, num_layers=num_layers, bidirectional=bidirectional,
-            dropout=dropout, pooling=pooling, vocab_size=vocab_size,
+            dropout=dropout, pooling=pooling, vocabulary_size=vocabulary_size,
             embedding_dim=embedding_dim,
         )
 
@@ -183,7 +185,7 @@ register_variant(
     summary="GRU sequence classifier (stacked, optionally bidirectional; logits).",
     family="rnn", task="classification", recipe="recipes/rnn.py",
     search_space=SEARCH_SPACE,
-    tiny={"input_shape": (6,), "vocab_size": 11, "embedding_dim": 4, "units": 4,
+    tiny={"input_shape": (6,), "vocabulary_size": 11, "embedding_dim": 4, "units": 4,
           "pooling": "max", "num_classes": 3},
     tiny_inputs=tiny_token_inputs,
     cell="gru", name="gru_classifier",

@@ -18,6 +18,7 @@ from kzoo.layers import fast
 from kzoo.layers.recurrent import LSTM, BahdanauAttention, LuongAttention
 from kzoo.models.base import ZooModel
 from kzoo.registry import register_model
+from kzoo.vocabulary import renamed_arguments
 
 ATTENTIONS = ("additive", "multiplicative")
 METHODS = ("greedy", "beam")
@@ -39,12 +40,15 @@ def tiny_seq2seq_inputs(batch, rng):
     task="sequence",
     # Fixed lengths: exporters that trace (torch -> ONNX) unroll the masked
     # encoder's loop over time, so a traced model keeps its sequence lengths.
-    tiny={"source_vocab_size": 9, "target_vocab_size": 7, "source_length": 5,
-          "target_length": 4, "embedding_dim": 4, "units": 4, "attention": "additive",
+    tiny={"source_vocabulary_size": 9, "target_vocabulary_size": 7, "source_sequence_length": 5,
+          "target_sequence_length": 4, "embedding_dim": 4, "units": 4, "attention": "additive",
           "attention_units": 4, "dropout": 0.1},
     tiny_inputs=tiny_seq2seq_inputs,
     recipe="recipes/seq2seq.py",
 )
+@renamed_arguments(source_vocab_size="source_vocabulary_size",
+                   target_vocab_size="target_vocabulary_size",
+                   source_length="source_sequence_length", target_length="target_sequence_length")
 class Seq2SeqAttention(ZooModel):
     """LSTM encoder-decoder with attention, teacher forcing and beam search.
 
@@ -56,13 +60,13 @@ class Seq2SeqAttention(ZooModel):
     attention weights.
 
     Args:
-        source_vocab_size: int. Source vocabulary, padding id 0 included.
+        source_vocabulary_size: int. Source vocabulary, padding id 0 included.
             Defaults to 40.
-        target_vocab_size: int. Target vocabulary, padding, start and end ids
+        target_vocabulary_size: int. Target vocabulary, padding, start and end ids
             included. Defaults to 14.
-        source_length: int or None. Source steps; None allows any length.
+        source_sequence_length: int or None. Source steps; None allows any length.
             Defaults to None.
-        target_length: int or None. Target steps (also `generate`'s default
+        target_sequence_length: int or None. Target steps (also `generate`'s default
             `max_length`); None allows any length. Defaults to None.
         embedding_dim: int. Width of both embeddings. Defaults to 32.
         units: int. LSTM units of the encoder and the decoder. Defaults to 128.
@@ -78,8 +82,8 @@ class Seq2SeqAttention(ZooModel):
     Example:
 
     >>> import numpy as np, kzoo
-    >>> model = kzoo.create_model("seq2seq_attention", source_vocab_size=20,
-    ...                           target_vocab_size=10, units=16, target_length=6)
+    >>> model = kzoo.create_model("seq2seq_attention", source_vocabulary_size=20,
+    ...                           target_vocabulary_size=10, units=16, target_sequence_length=6)
     >>> source = np.array([[5, 6, 7, 0], [8, 9, 3, 4]])
     >>> model.predict([source, np.ones((2, 6), "int32")], verbose=0).shape
     (2, 6, 10)
@@ -90,10 +94,10 @@ class Seq2SeqAttention(ZooModel):
 
     def __init__(
         self,
-        source_vocab_size=40,
-        target_vocab_size=14,
-        source_length=None,
-        target_length=None,
+        source_vocabulary_size=40,
+        target_vocabulary_size=14,
+        source_sequence_length=None,
+        target_sequence_length=None,
         embedding_dim=32,
         units=128,
         attention="multiplicative",
@@ -104,10 +108,14 @@ class Seq2SeqAttention(ZooModel):
         name="seq2seq_attention",
         **kwargs,
     ):
-        source_vocab_size = validation.positive_int("source_vocab_size", source_vocab_size)
-        target_vocab_size = validation.positive_int("target_vocab_size", target_vocab_size)
-        source_length = _optional_length("source_length", source_length)
-        target_length = _optional_length("target_length", target_length)
+        source_vocabulary_size = validation.positive_int(
+            "source_vocabulary_size", source_vocabulary_size
+        )
+        target_vocabulary_size = validation.positive_int(
+            "target_vocabulary_size", target_vocabulary_size
+        )
+        source_sequence_length = _optional_length("source_sequence_length", source_sequence_length)
+        target_sequence_length = _optional_length("target_sequence_length", target_sequence_length)
         embedding_dim = validation.positive_int("embedding_dim", embedding_dim)
         units = validation.positive_int("units", units)
         validation.choice("attention", attention, ATTENTIONS)
@@ -115,21 +123,22 @@ class Seq2SeqAttention(ZooModel):
         dropout = validation.fraction("dropout", dropout)
         for key, value in (("start_id", start_id), ("end_id", end_id)):
             validation.non_negative_int(key, value)
-            if value >= target_vocab_size:
+            if value >= target_vocabulary_size:
                 raise ValueError(
-                    f"Received {key}={value!r} with target_vocab_size={target_vocab_size}; "
+                    f"Received {key}={value!r} with target_vocabulary_size="
+                    f"{target_vocabulary_size}; "
                     f"expected an id below the vocabulary size, so raise the size or the id."
                 )
 
         # === Layers ===
         source_embedding = keras.layers.Embedding(
-            source_vocab_size, embedding_dim, mask_zero=True, name="source_embedding"
+            source_vocabulary_size, embedding_dim, mask_zero=True, name="source_embedding"
         )
         encoder = LSTM(
             units, return_sequences=True, return_state=True, name="encoder"
         )
         target_embedding = keras.layers.Embedding(
-            target_vocab_size, embedding_dim, name="target_embedding"
+            target_vocabulary_size, embedding_dim, name="target_embedding"
         )
         decoder = LSTM(
             units, return_sequences=True, return_state=True, name="decoder"
@@ -140,8 +149,8 @@ class Seq2SeqAttention(ZooModel):
             attend = LuongAttention(name="attention")
 
         # === Functional graph (teacher forcing) ===
-        source = keras.Input((source_length,), dtype="int32", name="source")
-        target_in = keras.Input((target_length,), dtype="int32", name="target_in")
+        source = keras.Input((source_sequence_length,), dtype="int32", name="source")
+        target_in = keras.Input((target_sequence_length,), dtype="int32", name="target_in")
         # The embedding's padding mask travels with the tensors: the encoder
         # skips padded steps and the attention gives them zero weight.
         memory, state_h, state_c = encoder(source_embedding(source))  # (B, Ts, U)
@@ -149,13 +158,15 @@ class Seq2SeqAttention(ZooModel):
             target_embedding(target_in), initial_state=[state_h, state_c]
         )  # (B, Tt, U)
         context, _ = attend(states, memory)  # (B, Tt, U)
-        logits = self._output_block(states, context, units, target_vocab_size, dropout)
+        logits = self._output_block(states, context, units, target_vocabulary_size, dropout)
         super().__init__([source, target_in], logits, name=name, **kwargs)
 
         # === Config ===
         self._set_config(
-            source_vocab_size=source_vocab_size, target_vocab_size=target_vocab_size,
-            source_length=source_length, target_length=target_length,
+            source_vocabulary_size=source_vocabulary_size,
+            target_vocabulary_size=target_vocabulary_size,
+            source_sequence_length=source_sequence_length,
+            target_sequence_length=target_sequence_length,
             embedding_dim=embedding_dim, units=units, attention=attention,
             attention_units=attention_units, dropout=dropout, start_id=start_id,
             end_id=end_id,
@@ -202,7 +213,7 @@ class Seq2SeqAttention(ZooModel):
         Args:
             source: int array `(batch, Ts)`. Source ids, 0 for padding.
             max_length: int or None. Steps to decode; None uses the model's
-                `target_length`. Defaults to None.
+                `target_sequence_length`. Defaults to None.
             method: str. `"greedy"` or `"beam"`. Defaults to `"greedy"`.
             beam_width: int. Hypotheses kept per example by beam search.
                 Defaults to 4.
@@ -221,10 +232,10 @@ class Seq2SeqAttention(ZooModel):
         validation.choice("method", method, METHODS)
         beam_width = validation.positive_int("beam_width", beam_width)
         if max_length is None:
-            max_length = self.model_config["target_length"]
+            max_length = self.model_config["target_sequence_length"]
             if max_length is None:
                 raise ValueError(
-                    "Received max_length=None on a model with target_length=None; "
+                    "Received max_length=None on a model with target_sequence_length=None; "
                     "expected a number of steps, so pass max_length=... to generate()."
                 )
         max_length = validation.positive_int("max_length", max_length)

@@ -26,6 +26,7 @@ from kzoo.layers.transformer import (
 )
 from kzoo.models.base import ZooModel
 from kzoo.registry import register_model
+from kzoo.vocabulary import renamed_arguments
 
 SHARE_EMBEDDINGS = ("all", "target", "none")
 
@@ -88,16 +89,18 @@ def lm_tiny_inputs(batch, rng):
     "transformer",
     family="transformer",
     task="sequence",
-    tiny={"vocab_size": 11, "target_vocab_size": 13, "d_model": 8, "num_heads": 2,
+    tiny={"vocabulary_size": 11, "target_vocabulary_size": 13, "hidden_dim": 8, "num_heads": 2,
           "num_encoder_layers": 1, "num_decoder_layers": 1, "intermediate_dim": 16,
           "share_embeddings": "target"},
     tiny_inputs=seq2seq_tiny_inputs,
     recipe="recipes/transformer.py",
 )
+@renamed_arguments(vocab_size="vocabulary_size", target_vocab_size="target_vocabulary_size",
+                   d_model="hidden_dim")
 class Transformer(ZooModel):
     """Encoder-decoder Transformer of "Attention Is All You Need".
 
-    Token embeddings scaled by `sqrt(d_model)` plus sinusoidal positions,
+    Token embeddings scaled by `sqrt(hidden_dim)` plus sinusoidal positions,
     `num_encoder_layers` encoder blocks (self-attention, feed-forward) and
     `num_decoder_layers` decoder blocks (causal self-attention,
     cross-attention, feed-forward), residuals with layer norm (post-norm as in
@@ -110,15 +113,15 @@ class Transformer(ZooModel):
     starts with a start token). Token `pad_id` marks padding: padded source
     tokens are never attended to and padded target positions do not affect
     real ones. The output is float32 logits `(batch, target_length,
-    target_vocab_size)`: position t predicts target token t + 1.
+    target_vocabulary_size)`: position t predicts target token t + 1.
 
     Args:
-        vocab_size: int. Source vocabulary size (and the target's, unless
-            `target_vocab_size` is given). Defaults to 37000.
-        target_vocab_size: int or None. Target vocabulary size; None means
-            `vocab_size`. Defaults to None.
-        d_model: int. Model width. Defaults to 512.
-        num_heads: int. Attention heads; must divide `d_model`. Defaults to 8.
+        vocabulary_size: int. Source vocabulary size (and the target's, unless
+            `target_vocabulary_size` is given). Defaults to 37000.
+        target_vocabulary_size: int or None. Target vocabulary size; None means
+            `vocabulary_size`. Defaults to None.
+        hidden_dim: int. Model width. Defaults to 512.
+        num_heads: int. Attention heads; must divide `hidden_dim`. Defaults to 8.
         num_encoder_layers: int. Encoder blocks. Defaults to 6.
         num_decoder_layers: int. Decoder blocks. Defaults to 6.
         intermediate_dim: int. Feed-forward width (d_ff). Defaults to 2048.
@@ -146,7 +149,7 @@ class Transformer(ZooModel):
     Example:
 
     >>> import numpy as np, kzoo
-    >>> model = kzoo.create_model("transformer", vocab_size=20, d_model=16,
+    >>> model = kzoo.create_model("transformer", vocabulary_size=20, hidden_dim=16,
     ...                           num_heads=2, num_encoder_layers=1,
     ...                           num_decoder_layers=1, intermediate_dim=32)
     >>> ids = {"source_ids": np.array([[5, 6, 7, 0]]),
@@ -160,9 +163,9 @@ class Transformer(ZooModel):
 
     def __init__(
         self,
-        vocab_size=37000,
-        target_vocab_size=None,
-        d_model=512,
+        vocabulary_size=37000,
+        target_vocabulary_size=None,
+        hidden_dim=512,
         num_heads=8,
         num_encoder_layers=6,
         num_decoder_layers=6,
@@ -177,25 +180,26 @@ class Transformer(ZooModel):
         name="transformer",
         **kwargs,
     ):
-        vocab_size = validation.positive_int("vocab_size", vocab_size)
-        target_vocab = vocab_size if target_vocab_size is None else validation.positive_int(
-            "target_vocab_size", target_vocab_size
+        vocabulary_size = validation.positive_int("vocabulary_size", vocabulary_size)
+        target_vocab = (
+            vocabulary_size if target_vocabulary_size is None
+            else validation.positive_int("target_vocabulary_size", target_vocabulary_size)
         )
-        d_model = validation.positive_int("d_model", d_model)
+        hidden_dim = validation.positive_int("hidden_dim", hidden_dim)
         num_heads = validation.positive_int("num_heads", num_heads)
-        if d_model % num_heads:
+        if hidden_dim % num_heads:
             raise ValueError(
-                f"Received d_model={d_model} and num_heads={num_heads}; expected d_model "
-                "divisible by num_heads, such as d_model=512 with num_heads=8."
+                f"Received hidden_dim={hidden_dim} and num_heads={num_heads}; expected hidden_dim "
+                "divisible by num_heads, such as hidden_dim=512 with num_heads=8."
             )
         num_encoder_layers = validation.positive_int("num_encoder_layers", num_encoder_layers)
         num_decoder_layers = validation.positive_int("num_decoder_layers", num_decoder_layers)
         dropout = validation.fraction("dropout", dropout)
         validation.choice("share_embeddings", share_embeddings, SHARE_EMBEDDINGS)
-        if share_embeddings == "all" and target_vocab != vocab_size:
+        if share_embeddings == "all" and target_vocab != vocabulary_size:
             raise ValueError(
-                f"Received share_embeddings='all' with vocab_size={vocab_size} and "
-                f"target_vocab_size={target_vocab}; sharing all embeddings needs one "
+                f"Received share_embeddings='all' with vocabulary_size={vocabulary_size} and "
+                f"target_vocabulary_size={target_vocab}; sharing all embeddings needs one "
                 "vocabulary, so use share_embeddings='target' or equal sizes."
             )
         pad_id = validation.non_negative_int("pad_id", pad_id)
@@ -212,7 +216,7 @@ class Transformer(ZooModel):
         # === Layers ===
         def embedding(vocab, layer_name):
             return TokenAndPositionEmbedding(
-                vocab, d_model, position_encoding="sinusoidal", scale_embeddings=True,
+                vocab, hidden_dim, position_encoding="sinusoidal", scale_embeddings=True,
                 name=layer_name,
             )
 
@@ -220,7 +224,9 @@ class Transformer(ZooModel):
         target_embedding = embedding(
             target_vocab, "token_embedding" if shared else "target_embedding"
         )
-        source_embedding = target_embedding if shared else embedding(vocab_size, "source_embedding")
+        source_embedding = (
+            target_embedding if shared else embedding(vocabulary_size, "source_embedding")
+        )
         source_padding = PaddingMask(pad_id, name="source_padding_mask")
         target_padding = PaddingMask(pad_id, name="target_padding_mask")
         encoder_blocks = [
@@ -278,7 +284,8 @@ class Transformer(ZooModel):
         # === Config ===
         self.pad_id = pad_id
         self._set_config(
-            vocab_size=vocab_size, target_vocab_size=target_vocab_size, d_model=d_model,
+            vocabulary_size=vocabulary_size, target_vocabulary_size=target_vocabulary_size,
+            hidden_dim=hidden_dim,
             num_heads=num_heads, num_encoder_layers=num_encoder_layers,
             num_decoder_layers=num_decoder_layers, intermediate_dim=intermediate_dim,
             dropout=dropout, activation=activation, norm_first=norm_first,
@@ -291,7 +298,7 @@ class Transformer(ZooModel):
 
     # === Inference helpers ===
     def encode(self, source_ids):
-        """Encoder outputs `(batch, length, d_model)` and the source padding mask."""
+        """Encoder outputs `(batch, length, hidden_dim)` and the source padding mask."""
         source_ids = _as_ids(source_ids)
         mask = self.source_padding(source_ids)
         x = self.source_embedding(source_ids)
@@ -361,11 +368,13 @@ class Transformer(ZooModel):
     "transformer_lm",
     family="transformer",
     task="sequence",
-    tiny={"vocab_size": 17, "max_length": 16, "d_model": 8, "num_heads": 2, "num_layers": 1,
-          "intermediate_dim": 16},
+    tiny={"vocabulary_size": 17, "max_sequence_length": 16, "hidden_dim": 8, "num_heads": 2,
+          "num_layers": 1, "intermediate_dim": 16},
     tiny_inputs=lm_tiny_inputs,
     recipe="recipes/lm.py",
 )
+@renamed_arguments(vocab_size="vocabulary_size", max_length="max_sequence_length",
+                   d_model="hidden_dim")
 class TransformerLM(ZooModel):
     """Decoder-only (GPT-style) causal Transformer language model.
 
@@ -376,15 +385,15 @@ class TransformerLM(ZooModel):
     shape of GPT-2 small (124 million parameters).
 
     Input: token ids `(batch, length)`. Output: float32 logits `(batch,
-    length, vocab_size)`; position t predicts token t + 1 and never sees
+    length, vocabulary_size)`; position t predicts token t + 1 and never sees
     tokens after t, so right padding does not change real positions.
 
     Args:
-        vocab_size: int. Vocabulary size. Defaults to 50257.
-        max_length: int. Longest sequence (the size of learned positions).
+        vocabulary_size: int. Vocabulary size. Defaults to 50257.
+        max_sequence_length: int. Longest sequence (the size of learned positions).
             Defaults to 1024.
-        d_model: int. Model width. Defaults to 768.
-        num_heads: int. Attention heads; must divide `d_model`. Defaults to 12.
+        hidden_dim: int. Model width. Defaults to 768.
+        num_heads: int. Attention heads; must divide `hidden_dim`. Defaults to 12.
         num_layers: int. Decoder blocks. Defaults to 12.
         intermediate_dim: int. Feed-forward width. Defaults to 3072.
         dropout: float. Dropout on embeddings, sublayers and attention
@@ -395,7 +404,7 @@ class TransformerLM(ZooModel):
         norm_first: bool. Pre-norm blocks (GPT-2) instead of post-norm.
             Defaults to True.
         position_encoding: str. `"learned"` or `"sinusoidal"` positions
-            (sinusoidal also scales token embeddings by `sqrt(d_model)`).
+            (sinusoidal also scales token embeddings by `sqrt(hidden_dim)`).
             Defaults to `"learned"`.
         tie_embeddings: bool. Output logits through the transposed token
             embedding instead of a separate head. Defaults to True.
@@ -405,8 +414,8 @@ class TransformerLM(ZooModel):
     Example:
 
     >>> import numpy as np, kzoo
-    >>> model = kzoo.create_model("transformer_lm", vocab_size=30, max_length=16,
-    ...                           d_model=16, num_heads=2, num_layers=1,
+    >>> model = kzoo.create_model("transformer_lm", vocabulary_size=30, max_sequence_length=16,
+    ...                           hidden_dim=16, num_heads=2, num_layers=1,
     ...                           intermediate_dim=32)
     >>> tuple(model(np.array([[3, 4, 5]])).shape)
     (1, 3, 30)
@@ -418,9 +427,9 @@ class TransformerLM(ZooModel):
 
     def __init__(
         self,
-        vocab_size=50257,
-        max_length=1024,
-        d_model=768,
+        vocabulary_size=50257,
+        max_sequence_length=1024,
+        hidden_dim=768,
         num_heads=12,
         num_layers=12,
         intermediate_dim=3072,
@@ -433,14 +442,14 @@ class TransformerLM(ZooModel):
         name="transformer_lm",
         **kwargs,
     ):
-        vocab_size = validation.positive_int("vocab_size", vocab_size)
-        max_length = validation.positive_int("max_length", max_length)
-        d_model = validation.positive_int("d_model", d_model)
+        vocabulary_size = validation.positive_int("vocabulary_size", vocabulary_size)
+        max_sequence_length = validation.positive_int("max_sequence_length", max_sequence_length)
+        hidden_dim = validation.positive_int("hidden_dim", hidden_dim)
         num_heads = validation.positive_int("num_heads", num_heads)
-        if d_model % num_heads:
+        if hidden_dim % num_heads:
             raise ValueError(
-                f"Received d_model={d_model} and num_heads={num_heads}; expected d_model "
-                "divisible by num_heads, such as d_model=768 with num_heads=12."
+                f"Received hidden_dim={hidden_dim} and num_heads={num_heads}; expected hidden_dim "
+                "divisible by num_heads, such as hidden_dim=768 with num_heads=12."
             )
         num_layers = validation.positive_int("num_layers", num_layers)
         dropout = validation.fraction("dropout", dropout)
@@ -448,8 +457,9 @@ class TransformerLM(ZooModel):
 
         # === Layers ===
         token_embedding = TokenAndPositionEmbedding(
-            vocab_size, d_model, position_encoding=position_encoding, max_length=max_length,
-            scale_embeddings=position_encoding == "sinusoidal", name="token_embedding",
+            vocabulary_size, hidden_dim, position_encoding=position_encoding,
+            max_length=max_sequence_length, scale_embeddings=position_encoding == "sinusoidal",
+            name="token_embedding",
         )
         blocks = [
             TransformerDecoderBlock(
@@ -465,7 +475,7 @@ class TransformerLM(ZooModel):
             if norm_first else None
         )
         head = None if tie_embeddings else fast.Dense(
-            vocab_size, dtype="float32", name="head"
+            vocabulary_size, dtype="float32", name="head"
         )
 
         # === Functional graph ===
@@ -480,9 +490,10 @@ class TransformerLM(ZooModel):
         self.final_norm, self.head = final_norm, head
 
         # === Config ===
-        self.max_length = max_length
+        self.max_sequence_length = max_sequence_length
         self._set_config(
-            vocab_size=vocab_size, max_length=max_length, d_model=d_model, num_heads=num_heads,
+            vocabulary_size=vocabulary_size, max_sequence_length=max_sequence_length,
+            hidden_dim=hidden_dim, num_heads=num_heads,
             num_layers=num_layers, intermediate_dim=intermediate_dim, dropout=dropout,
             activation=activation, norm_first=norm_first, position_encoding=position_encoding,
             tie_embeddings=tie_embeddings, layer_norm_epsilon=layer_norm_epsilon,
@@ -503,7 +514,8 @@ class TransformerLM(ZooModel):
             prompt = prompt[None]
         if start_id is not None:
             prompt = np.concatenate([np.full((len(prompt), 1), start_id, "int32"), prompt], 1)
-        limit = self.max_length if self.token_embedding.position_encoding == "learned" else None
+        learned = self.token_embedding.position_encoding == "learned"
+        limit = self.max_sequence_length if learned else None
         max_length = _check_max_length(max_length, prompt.shape[1], limit)
         return {"self": _empty_caches(self.blocks, len(prompt), max_length)}, prompt
 

@@ -20,6 +20,7 @@ from kzoo import validation
 from kzoo.layers import fast
 from kzoo.models.base import SelfTrainingModel, ZooModel, check_value_range, rescale, rescaling
 from kzoo.registry import register_model, uniform_inputs
+from kzoo.vocabulary import SquareImage, renamed_arguments
 
 #: The range the encoder and decoder compute images in: Bernoulli means.
 UNIT_RANGE = (0.0, 1.0)
@@ -74,7 +75,7 @@ class GaussianSampling(keras.layers.Layer):
 class VariationalAutoencoder(SelfTrainingModel, ZooModel):
     """Base of `VAE` and `ConvVAE`: subclasses build the encoder and decoder.
 
-    Subclasses call `_build(encoder, decoder, image_shape, ...)` where
+    Subclasses call `_build(encoder, decoder, input_shape, ...)` where
     `encoder` maps images in [0, 1] to `[z_mean, z_log_var]` and `decoder`
     maps `z` to images in [0, 1]; images outside the model are in
     `value_range`.
@@ -86,8 +87,8 @@ class VariationalAutoencoder(SelfTrainingModel, ZooModel):
 
     classifier_name = None
 
-    def _build(self, encoder, decoder, image_shape, latent_dim, value_range, beta, name, kwargs):
-        images = keras.Input(image_shape, name="images")
+    def _build(self, encoder, decoder, input_shape, latent_dim, value_range, beta, name, kwargs):
+        images = keras.Input(input_shape, name="images")
         unit = rescaling(value_range, UNIT_RANGE, name="to_unit")(images)
         z_mean, z_log_var = encoder(unit)
         z = GaussianSampling(name="sampling")([z_mean, z_log_var])
@@ -175,10 +176,11 @@ class VariationalAutoencoder(SelfTrainingModel, ZooModel):
     "vae",
     family="generative",
     task="self_supervised",
-    tiny={"image_shape": (6, 6, 1), "latent_dim": 2, "hidden_units": (8,)},
+    tiny={"input_shape": (6, 6, 1), "latent_dim": 2, "hidden_units": (8,)},
     tiny_inputs=uniform_inputs(0.0, 1.0),
     recipe="recipes/vae.py",
 )
+@renamed_arguments(image_shape="input_shape")
 class VAE(VariationalAutoencoder):
     """Variational autoencoder with fully connected encoder and decoder.
 
@@ -188,7 +190,7 @@ class VAE(VariationalAutoencoder):
     NumPy arrays in the data's range.
 
     Args:
-        image_shape: tuple. Shape of one image, e.g. `(16, 16, 1)`. Defaults
+        input_shape: tuple. Shape of one image, e.g. `(16, 16, 1)`. Defaults
             to `(16, 16, 1)`.
         latent_dim: int. Size of the latent space. Defaults to 16.
         hidden_units: tuple of int. Encoder hidden widths; the decoder uses
@@ -202,7 +204,7 @@ class VAE(VariationalAutoencoder):
     Example:
 
     >>> import numpy as np, kzoo
-    >>> vae = kzoo.create_model("vae", image_shape=(8, 8, 1), latent_dim=2,
+    >>> vae = kzoo.create_model("vae", input_shape=(8, 8, 1), latent_dim=2,
     ...                         hidden_units=(16,))
     >>> vae.compile()
     >>> x = np.random.default_rng(0).uniform(size=(32, 8, 8, 1))
@@ -220,7 +222,7 @@ class VAE(VariationalAutoencoder):
 
     def __init__(
         self,
-        image_shape=(16, 16, 1),
+        input_shape=(16, 16, 1),
         latent_dim=16,
         hidden_units=(512, 256),
         beta=1.0,
@@ -228,16 +230,16 @@ class VAE(VariationalAutoencoder):
         name="vae",
         **kwargs,
     ):
-        image_shape = validation.shape("image_shape", image_shape, ranks=(1, 2, 3))
+        input_shape = validation.shape("input_shape", input_shape, ranks=(1, 2, 3))
         latent_dim = validation.positive_int("latent_dim", latent_dim)
         hidden_units = validation.int_sequence("hidden_units", hidden_units)
         if not isinstance(beta, (int, float)) or isinstance(beta, bool) or beta < 0:
             raise ValueError(f"Received beta={beta!r}; expected a number >= 0 such as beta=1.0.")
         value_range = check_value_range(value_range)
-        pixels = int(np.prod(image_shape))
+        pixels = int(np.prod(input_shape))
 
         # === Encoder: image -> dense -> (z_mean, z_log_var) ===
-        images = keras.Input(image_shape, name="images")
+        images = keras.Input(input_shape, name="images")
         x = keras.layers.Flatten(name="flatten")(images)
         for i, units in enumerate(hidden_units):
             x = fast.Dense(units, activation="relu", name=f"enc_dense_{i}")(x)
@@ -252,14 +254,14 @@ class VAE(VariationalAutoencoder):
             x = fast.Dense(units, activation="relu", name=f"dec_dense_{i}")(x)
         x = fast.Dense(pixels, name="dec_out")(x)
         x = keras.layers.Activation("sigmoid", dtype="float32", name="dec_sigmoid")(x)
-        x = keras.layers.Reshape(image_shape, name="dec_image")(x)
+        x = keras.layers.Reshape(input_shape, name="dec_image")(x)
         decoder = keras.Model(z, x, name="decoder")
 
-        self._build(encoder, decoder, image_shape, latent_dim, value_range, float(beta), name, kwargs)
+        self._build(encoder, decoder, input_shape, latent_dim, value_range, float(beta), name, kwargs)
 
         # === Config ===
         self._set_config(
-            image_shape=image_shape, latent_dim=latent_dim, hidden_units=hidden_units,
+            input_shape=input_shape, latent_dim=latent_dim, hidden_units=hidden_units,
             beta=float(beta), value_range=value_range,
         )
 
@@ -272,10 +274,11 @@ class VAE(VariationalAutoencoder):
     "conv_vae",
     family="generative",
     task="self_supervised",
-    tiny={"image_size": 8, "channels": 1, "latent_dim": 2, "filters": 4, "hidden_units": 8},
+    tiny={"input_shape": (8, 8, 1), "latent_dim": 2, "filters": 4, "hidden_units": 8},
     tiny_inputs=uniform_inputs(0.0, 1.0),
     recipe="recipes/vae.py",
 )
+@renamed_arguments(image_size=SquareImage(16, 1), channels=SquareImage(16, 1))
 class ConvVAE(VariationalAutoencoder):
     """Variational autoencoder with a convolutional encoder and decoder.
 
@@ -284,8 +287,9 @@ class ConvVAE(VariationalAutoencoder):
     as `vae`.
 
     Args:
-        image_size: int. Height and width; a multiple of 4. Defaults to 16.
-        channels: int. Image channels (1 or 3). Defaults to 1.
+        input_shape: tuple. `(size, size, channels)` of the images: square,
+            the size a multiple of 4, 1 or 3 channels. Defaults to
+            `(16, 16, 1)`.
         latent_dim: int. Size of the latent space. Defaults to 16.
         filters: int. Filters of the first convolution; the second has
             twice as many. Defaults to 32.
@@ -299,7 +303,7 @@ class ConvVAE(VariationalAutoencoder):
     Example:
 
     >>> import numpy as np, kzoo
-    >>> vae = kzoo.create_model("conv_vae", image_size=8, latent_dim=2,
+    >>> vae = kzoo.create_model("conv_vae", input_shape=(8, 8, 1), latent_dim=2,
     ...                         filters=4, hidden_units=8)
     >>> vae.compile()
     >>> x = np.random.default_rng(0).uniform(size=(32, 8, 8, 1))
@@ -310,8 +314,7 @@ class ConvVAE(VariationalAutoencoder):
 
     def __init__(
         self,
-        image_size=16,
-        channels=1,
+        input_shape=(16, 16, 1),
         latent_dim=16,
         filters=32,
         hidden_units=256,
@@ -320,8 +323,9 @@ class ConvVAE(VariationalAutoencoder):
         name="conv_vae",
         **kwargs,
     ):
-        image_size = validation.image_size_for_two_stride2_stages("image_size", image_size)
-        validation.choice("channels", channels, (1, 3))
+        image_size, channels = validation.square_image(
+            "input_shape", input_shape, multiple_of=4, channels=(1, 3)
+        )
         latent_dim = validation.positive_int("latent_dim", latent_dim)
         filters = validation.positive_int("filters", filters)
         hidden_units = validation.positive_int("hidden_units", hidden_units)
@@ -329,10 +333,10 @@ class ConvVAE(VariationalAutoencoder):
             raise ValueError(f"Received beta={beta!r}; expected a number >= 0 such as beta=1.0.")
         value_range = check_value_range(value_range)
         base = image_size // 4
-        image_shape = (image_size, image_size, channels)
+        input_shape = (image_size, image_size, channels)
 
         # === Encoder: two stride-2 convs -> dense -> (z_mean, z_log_var) ===
-        images = keras.Input(image_shape, name="images")
+        images = keras.Input(input_shape, name="images")
         x = fast.Conv2D(filters, 3, strides=2, padding="same", activation="relu",
                                 name="enc_conv_0")(images)
         x = fast.Conv2D(2 * filters, 3, strides=2, padding="same", activation="relu",
@@ -356,10 +360,10 @@ class ConvVAE(VariationalAutoencoder):
         x = keras.layers.Activation("sigmoid", dtype="float32", name="dec_sigmoid")(x)
         decoder = keras.Model(z, x, name="decoder")
 
-        self._build(encoder, decoder, image_shape, latent_dim, value_range, float(beta), name, kwargs)
+        self._build(encoder, decoder, input_shape, latent_dim, value_range, float(beta), name, kwargs)
 
         # === Config ===
         self._set_config(
-            image_size=image_size, channels=channels, latent_dim=latent_dim, filters=filters,
+            input_shape=input_shape, latent_dim=latent_dim, filters=filters,
             hidden_units=hidden_units, beta=float(beta), value_range=value_range,
         )

@@ -14,11 +14,13 @@ from kzoo.layers.transformer import (
 from kzoo.models.base import ZooModel, head
 from kzoo.registry import register_variant
 from kzoo.training.search_space import FamilySpace
+from kzoo.vocabulary import renamed_arguments
 
 POOLINGS = ("token", "mean")
 
 
 @keras.saving.register_keras_serializable(package="kzoo")
+@renamed_arguments(image_shape="input_shape", mlp_dim="intermediate_dim")
 class VisionTransformer(ZooModel):
     """Vision Transformer: patch embedding, class token, pre-norm encoder.
 
@@ -31,7 +33,7 @@ class VisionTransformer(ZooModel):
     published. Images are taken as they come: rescale them beforehand.
 
     Args:
-        image_shape: tuple. `(height, width, channels)`; height and width
+        input_shape: tuple. `(height, width, channels)`; height and width
             must be divisible by `patch_size`. Defaults to `(224, 224, 3)`.
         patch_size: int. Side of a square patch. Defaults to 16.
         num_classes: int. Classes of the head (logits). Defaults to 1000.
@@ -39,7 +41,7 @@ class VisionTransformer(ZooModel):
         num_heads: int. Attention heads; must divide `hidden_dim`. Defaults
             to 12.
         num_layers: int. Encoder blocks. Defaults to 12.
-        mlp_dim: int. Feed-forward width. Defaults to 3072.
+        intermediate_dim: int. Feed-forward width. Defaults to 3072.
         dropout: float. Dropout after embeddings and sublayers. Defaults to 0.
         attention_dropout: float. Dropout on attention weights. Defaults to 0.
         layer_norm_epsilon: float. Layer-norm epsilon. Defaults to 1e-6.
@@ -58,7 +60,7 @@ class VisionTransformer(ZooModel):
     Example:
 
     >>> import numpy as np, kzoo
-    >>> model = kzoo.create_model("vit_tiny", image_shape=(32, 32, 3),
+    >>> model = kzoo.create_model("vit_tiny", input_shape=(32, 32, 3),
     ...                           patch_size=8, num_classes=10, num_layers=2)
     >>> model.predict(np.zeros((2, 32, 32, 3)), verbose=0).shape
     (2, 10)
@@ -66,13 +68,13 @@ class VisionTransformer(ZooModel):
 
     def __init__(
         self,
-        image_shape=(224, 224, 3),
+        input_shape=(224, 224, 3),
         patch_size=16,
         num_classes=1000,
         hidden_dim=768,
         num_heads=12,
         num_layers=12,
-        mlp_dim=3072,
+        intermediate_dim=3072,
         dropout=0.0,
         attention_dropout=0.0,
         layer_norm_epsilon=1e-6,
@@ -84,7 +86,7 @@ class VisionTransformer(ZooModel):
         name="vit",
         **kwargs,
     ):
-        image_shape = validation.shape("image_shape", image_shape, ranks=(3,))
+        input_shape = validation.shape("input_shape", input_shape, ranks=(3,))
         patch_size = validation.positive_int("patch_size", patch_size)
         hidden_dim = validation.positive_int("hidden_dim", hidden_dim)
         num_heads = validation.positive_int("num_heads", num_heads)
@@ -95,16 +97,16 @@ class VisionTransformer(ZooModel):
             )
         num_layers = validation.positive_int("num_layers", num_layers)
         validation.choice("pooling", pooling, POOLINGS)
-        height, width = image_shape[:2]
+        height, width = input_shape[:2]
         if height is None or width is None or height % patch_size or width % patch_size:
             raise ValueError(
-                f"Received image_shape={image_shape} with patch_size={patch_size}; expected "
+                f"Received input_shape={input_shape} with patch_size={patch_size}; expected "
                 "height and width divisible by patch_size, so resize or change patch_size."
             )
         num_patches = (height // patch_size) * (width // patch_size)
 
         # === Layers and functional graph ===
-        images = keras.Input(image_shape, name="images")
+        images = keras.Input(input_shape, name="images")
         x = PatchEmbedding(
             patch_size, hidden_dim, use_bias=patch_bias, name="patch_embedding"
         )(images)
@@ -115,7 +117,7 @@ class VisionTransformer(ZooModel):
         x = fast.Dropout(dropout, name="embedding_dropout")(x)
         for i in range(num_layers):
             x = TransformerEncoderBlock(
-                num_heads=num_heads, intermediate_dim=mlp_dim, dropout=dropout,
+                num_heads=num_heads, intermediate_dim=intermediate_dim, dropout=dropout,
                 attention_dropout=attention_dropout, activation=activation, norm_first=True,
                 layer_norm_epsilon=layer_norm_epsilon, name=f"encoder_block_{i}",
             )(x)
@@ -132,8 +134,9 @@ class VisionTransformer(ZooModel):
 
         # === Config ===
         self._set_config(
-            image_shape=image_shape, patch_size=patch_size, num_classes=num_classes,
-            hidden_dim=hidden_dim, num_heads=num_heads, num_layers=num_layers, mlp_dim=mlp_dim,
+            input_shape=input_shape, patch_size=patch_size, num_classes=num_classes,
+            hidden_dim=hidden_dim, num_heads=num_heads, num_layers=num_layers,
+            intermediate_dim=intermediate_dim,
             dropout=dropout, attention_dropout=attention_dropout,
             layer_norm_epsilon=layer_norm_epsilon, pooling=pooling, activation=activation,
             pre_norm=bool(pre_norm), patch_bias=bool(patch_bias), head_bias=bool(head_bias),
@@ -143,7 +146,7 @@ class VisionTransformer(ZooModel):
 # === The tuner's default space (recipes/tune.py) ===
 def _searched_kwargs(values, entry):
     # The MLP's width as a multiple of the model width, as in the ViT papers.
-    return {"mlp_dim": values["hidden_dim"] * values.pop("mlp_ratio")}
+    return {"intermediate_dim": values["hidden_dim"] * values.pop("mlp_ratio")}
 
 
 SEARCH_SPACE = FamilySpace(
@@ -155,20 +158,20 @@ SEARCH_SPACE = FamilySpace(
 
 
 # === Registered variants (the widths and depths of the ViT and DeiT papers) ===
-_TINY = {"image_shape": (8, 8, 3), "patch_size": 4, "num_classes": 3, "hidden_dim": 8,
-         "num_heads": 2, "num_layers": 1, "mlp_dim": 16}
+_TINY = {"input_shape": (8, 8, 3), "patch_size": 4, "num_classes": 3, "hidden_dim": 8,
+         "num_heads": 2, "num_layers": 1, "intermediate_dim": 16}
 _COMMON = dict(family="vit", task="classification", tiny=_TINY, recipe="recipes/vit.py",
                search_space=SEARCH_SPACE)
 
 register_variant(
     "vit_tiny", VisionTransformer, summary="ViT-Ti/16: width 192, 3 heads, 12 layers (5.7M).",
-    name="vit_tiny", hidden_dim=192, num_heads=3, mlp_dim=768, **_COMMON,
+    name="vit_tiny", hidden_dim=192, num_heads=3, intermediate_dim=768, **_COMMON,
 )
 register_variant(
     "vit_small", VisionTransformer, summary="ViT-S/16: width 384, 6 heads, 12 layers (22M).",
-    name="vit_small", hidden_dim=384, num_heads=6, mlp_dim=1536, **_COMMON,
+    name="vit_small", hidden_dim=384, num_heads=6, intermediate_dim=1536, **_COMMON,
 )
 register_variant(
     "vit_base", VisionTransformer, summary="ViT-B/16: width 768, 12 heads, 12 layers (86.6M).",
-    name="vit_base", hidden_dim=768, num_heads=12, mlp_dim=3072, **_COMMON,
+    name="vit_base", hidden_dim=768, num_heads=12, intermediate_dim=3072, **_COMMON,
 )

@@ -164,7 +164,7 @@ class SampleGrid(keras.callbacks.Callback):
     Example:
 
     >>> import numpy as np, pathlib, tempfile, kzoo
-    >>> vae = kzoo.create_model("vae", image_shape=(8, 8, 1), latent_dim=2,
+    >>> vae = kzoo.create_model("vae", input_shape=(8, 8, 1), latent_dim=2,
     ...                         hidden_units=(8,))
     >>> vae.compile()
     >>> folder = pathlib.Path(tempfile.mkdtemp())

@@ -115,7 +115,7 @@ def search_space(name, overrides=None):
                     f"Received optimizer={param.describe()} in the search space; expected "
                     f"optimizers among {list(runner.OPTIMIZERS)}, such as optimizer=adam|lion."
                 )
-        if key in ("input_shape", "image_shape", "num_classes", "num_outputs", "name"):
+        if key in ("input_shape", "num_classes", "num_outputs", "name"):
             raise ValueError(
                 f"Received a search-space override for {key!r}; it is set from the data, so "
                 "tune another argument."
@@ -500,6 +500,4 @@ def prepare_data(model_name, data):
         height, width, channels = input_shape
         splits = [(np.reshape(x, (len(x), height, width * channels)), y) for x, y in splits]
         input_shape = (height, width * channels)
-    # Image transformers call their input shape `image_shape`.
-    shape_name = "image_shape" if "image_shape" in entry.defaults else "input_shape"
-    return (*splits, {shape_name: input_shape, "num_classes": data.num_classes})
+    return (*splits, {"input_shape": input_shape, "num_classes": data.num_classes})

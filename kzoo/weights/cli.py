@@ -69,10 +69,7 @@ def load_source_model(model, weights, kwargs):
             )
         entry = kzoo.registry.get_entry(model)
         if "input_shape" in kwargs and "input_shape" not in entry.defaults:
-            key = "image_shape" if "image_shape" in entry.defaults else None
-            value = kwargs.pop("input_shape")
-            if key:
-                kwargs[key] = value
+            kwargs.pop("input_shape")  # a text model: its length comes from the checkpoint
         return kzoo.create_model(model, weights=weights, **kwargs)
     if not Path(model).exists():
         raise ValueError(

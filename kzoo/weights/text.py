@@ -164,10 +164,10 @@ def _bert_arguments(checkpoint):
     out = {}
     words = state.get(f"{p}embeddings.word_embeddings.weight")
     if words is not None:
-        out.update(vocab_size=int(words.shape[0]), hidden_dim=int(words.shape[1]))
+        out.update(vocabulary_size=int(words.shape[0]), hidden_dim=int(words.shape[1]))
     positions = state.get(f"{p}embeddings.position_embeddings.weight")
     if positions is not None:
-        out["max_length"] = int(positions.shape[0])
+        out["max_sequence_length"] = int(positions.shape[0])
     segments = state.get(f"{p}embeddings.token_type_embeddings.weight")
     if segments is not None:
         out["num_segments"] = int(segments.shape[0])
@@ -266,11 +266,11 @@ def _bert_export_config(model):
     config = {
         "architectures": ["BertForSequenceClassification" if classification
                           else "BertForMaskedLM"],
-        "model_type": "bert", "vocab_size": c["vocab_size"], "hidden_size": c["hidden_dim"],
+        "model_type": "bert", "vocab_size": c["vocabulary_size"], "hidden_size": c["hidden_dim"],
         "num_hidden_layers": c["num_layers"], "num_attention_heads": c["num_heads"],
         "intermediate_size": c["intermediate_dim"], "hidden_act": "gelu",
         "hidden_dropout_prob": c["dropout"], "attention_probs_dropout_prob": c["dropout"],
-        "max_position_embeddings": c["max_length"], "type_vocab_size": c["num_segments"],
+        "max_position_embeddings": c["max_sequence_length"], "type_vocab_size": c["num_segments"],
         "layer_norm_eps": c["layer_norm_epsilon"], "pad_token_id": 0,
         "position_embedding_type": "absolute", "tie_word_embeddings": True,
     }
@@ -324,10 +324,10 @@ def _gpt2_arguments(checkpoint):
            "tie_embeddings": True}
     words = state.get(f"{p}wte.weight")
     if words is not None:
-        out.update(vocab_size=int(words.shape[0]), d_model=int(words.shape[1]))
+        out.update(vocabulary_size=int(words.shape[0]), hidden_dim=int(words.shape[1]))
     positions = state.get(f"{p}wpe.weight")
     if positions is not None:
-        out["max_length"] = int(positions.shape[0])
+        out["max_sequence_length"] = int(positions.shape[0])
     out["num_layers"] = _count(state, f"{p}h.")
     ff = state.get(f"{p}h.0.mlp.c_fc.weight")
     if ff is not None:
@@ -387,13 +387,14 @@ def _gpt2_export_config(model):
     c = model.model_config
     return {
         "architectures": ["GPT2LMHeadModel"], "model_type": "gpt2",
-        "vocab_size": c["vocab_size"], "n_positions": c["max_length"], "n_embd": c["d_model"],
+        "vocab_size": c["vocabulary_size"], "n_positions": c["max_sequence_length"],
+        "n_embd": c["hidden_dim"],
         "n_layer": c["num_layers"], "n_head": c["num_heads"], "n_inner": c["intermediate_dim"],
         "activation_function": _hf_activation(c["activation"]),
         "resid_pdrop": c["dropout"], "embd_pdrop": c["dropout"], "attn_pdrop": c["dropout"],
         "layer_norm_epsilon": c["layer_norm_epsilon"], "scale_attn_weights": True,
         "tie_word_embeddings": True,
-        "bos_token_id": c["vocab_size"] - 1, "eos_token_id": c["vocab_size"] - 1,
+        "bos_token_id": c["vocabulary_size"] - 1, "eos_token_id": c["vocabulary_size"] - 1,
     }
 
 
@@ -449,22 +450,22 @@ def _clip_arguments(checkpoint):
         "image_encoder": "vit_base",
         "image_encoder_kwargs": {
             **OPENAI_VISION,
-            "image_shape": (size, size, int(vision.get("num_channels", 3))),
+            "input_shape": (size, size, int(vision.get("num_channels", 3))),
             "patch_size": int(vision.get("patch_size", 32)),
             "hidden_dim": int(vision.get("hidden_size", 768)),
             "num_heads": int(vision.get("num_attention_heads", 12)),
             "num_layers": int(vision.get("num_hidden_layers", 12)),
-            "mlp_dim": int(vision.get("intermediate_size", 3072)),
+            "intermediate_dim": int(vision.get("intermediate_size", 3072)),
             "activation": _activation(vision, "hidden_act", "CLIP vision"),
             "layer_norm_epsilon": float(vision.get("layer_norm_eps", 1e-5)),
         },
         **OPENAI_TEXT,
-        "vocab_size": vocab,
-        "context_length": int(text.get("max_position_embeddings", 77)),
-        "text_width": int(text.get("hidden_size", 512)),
-        "text_heads": int(text.get("num_attention_heads", 8)),
-        "text_layers": int(text.get("num_hidden_layers", 12)),
-        "embed_dim": int(config.get("projection_dim", 512)),
+        "vocabulary_size": vocab,
+        "max_sequence_length": int(text.get("max_position_embeddings", 77)),
+        "text_hidden_dim": int(text.get("hidden_size", 512)),
+        "num_text_heads": int(text.get("num_attention_heads", 8)),
+        "num_text_layers": int(text.get("num_hidden_layers", 12)),
+        "embedding_dim": int(config.get("projection_dim", 512)),
         "text_activation": _activation(text, "hidden_act", "CLIP text"),
         "end_id": end,
         "text_layer_norm_epsilon": epsilon,
@@ -508,7 +509,7 @@ def _clip_ports(model, checkpoint):
     out += _token_and_positions(model.get_layer("token_embedding"),
                                 f"{t}.embeddings.token_embedding.weight",
                                 f"{t}.embeddings.position_embedding.weight")
-    for i in range(c["text_layers"]):
+    for i in range(c["num_text_layers"]):
         out += _clip_block(model.get_layer(f"text_block_{i}"), f"{t}.encoder.layers.{i}")
     out += ports.layer_norm(model.get_layer("text_norm"), f"{t}.final_layer_norm")
     out += ports.dense(model.get_layer("text_projection"), "text_projection")
@@ -520,25 +521,25 @@ def _clip_export_config(model):
     c = model.model_config
     vc = model.get_layer("image_encoder").model_config
     return {
-        "architectures": ["CLIPModel"], "model_type": "clip", "projection_dim": c["embed_dim"],
+        "architectures": ["CLIPModel"], "model_type": "clip", "projection_dim": c["embedding_dim"],
         "logit_scale_init_value": 2.6592,
         "text_config": {
-            "model_type": "clip_text_model", "vocab_size": c["vocab_size"],
-            "hidden_size": c["text_width"], "intermediate_size": 4 * c["text_width"],
-            "num_hidden_layers": c["text_layers"], "num_attention_heads": c["text_heads"],
-            "max_position_embeddings": c["context_length"],
+            "model_type": "clip_text_model", "vocab_size": c["vocabulary_size"],
+            "hidden_size": c["text_hidden_dim"], "intermediate_size": 4 * c["text_hidden_dim"],
+            "num_hidden_layers": c["num_text_layers"], "num_attention_heads": c["num_text_heads"],
+            "max_position_embeddings": c["max_sequence_length"],
             "hidden_act": _hf_activation(c["text_activation"]),
-            "layer_norm_eps": c["text_layer_norm_epsilon"], "projection_dim": c["embed_dim"],
+            "layer_norm_eps": c["text_layer_norm_epsilon"], "projection_dim": c["embedding_dim"],
             "eos_token_id": c["end_id"], "bos_token_id": max(c["end_id"] - 1, 0),
             "pad_token_id": c["end_id"],
         },
         "vision_config": {
-            "model_type": "clip_vision_model", "image_size": vc["image_shape"][0],
-            "num_channels": vc["image_shape"][2], "patch_size": vc["patch_size"],
-            "hidden_size": vc["hidden_dim"], "intermediate_size": vc["mlp_dim"],
+            "model_type": "clip_vision_model", "image_size": vc["input_shape"][0],
+            "num_channels": vc["input_shape"][2], "patch_size": vc["patch_size"],
+            "hidden_size": vc["hidden_dim"], "intermediate_size": vc["intermediate_dim"],
             "num_hidden_layers": vc["num_layers"], "num_attention_heads": vc["num_heads"],
             "hidden_act": _hf_activation(vc["activation"]),
-            "layer_norm_eps": vc["layer_norm_epsilon"], "projection_dim": c["embed_dim"],
+            "layer_norm_eps": vc["layer_norm_epsilon"], "projection_dim": c["embedding_dim"],
         },
     }
 

@@ -276,8 +276,8 @@ def _timm_vit_arguments(c):
     grid = int(round((s["pos_embed"].shape[1] - 1) ** 0.5))
     heads = (c.config or {}).get("num_heads") or {192: 3, 384: 6, 768: 12, 1024: 16}.get(int(hidden))
     args = {"hidden_dim": int(hidden), "patch_size": int(patch), "num_layers": layers,
-            "mlp_dim": int(s["blocks.0.mlp.fc1.weight"].shape[0]),
-            "image_shape": (grid * int(patch), grid * int(patch), 3),
+            "intermediate_dim": int(s["blocks.0.mlp.fc1.weight"].shape[0]),
+            "input_shape": (grid * int(patch), grid * int(patch), 3),
             **_head_classes(c, "head.weight")}
     if heads:
         args["num_heads"] = heads
@@ -286,7 +286,7 @@ def _timm_vit_arguments(c):
 
 def _timm_metadata(c, m):
     pre = (c.config or {}).get("pretrained_cfg") or {}
-    size = m.model_config["image_shape"][0]
+    size = m.model_config["input_shape"][0]
     spec = imagenet_preprocessing(
         crop=size, resize=int(size / pre.get("crop_pct", 0.9)),
         interpolation=pre.get("interpolation", "bicubic"),
@@ -343,12 +343,12 @@ def _hf_vit_arguments(c):
         }
     size = config.get("image_size", 224)
     args = {
-        "image_shape": (size, size, config.get("num_channels", 3)),
+        "input_shape": (size, size, config.get("num_channels", 3)),
         "patch_size": config.get("patch_size", 16),
         "hidden_dim": config.get("hidden_size", 768),
         **({"num_heads": config["num_attention_heads"]} if "num_attention_heads" in config else {}),
         "num_layers": config.get("num_hidden_layers", 12),
-        "mlp_dim": config.get("intermediate_size", 3072),
+        "intermediate_dim": config.get("intermediate_size", 3072),
         "layer_norm_epsilon": config.get("layer_norm_eps", 1e-12),
     }
     if "classifier.weight" in c.state:
@@ -358,8 +358,8 @@ def _hf_vit_arguments(c):
 
 def _hf_vit_metadata(c, m):
     p = c.preprocessor or {}
-    size = p.get("size", {}).get("height", m.model_config["image_shape"][0]) if isinstance(
-        p.get("size"), dict) else p.get("size", m.model_config["image_shape"][0])
+    size = p.get("size", {}).get("height", m.model_config["input_shape"][0]) if isinstance(
+        p.get("size"), dict) else p.get("size", m.model_config["input_shape"][0])
     spec = imagenet_preprocessing(crop=None, resize=[size, size],
                                   interpolation={2: "bilinear", 3: "bicubic"}.get(
                                       p.get("resample", 2), "bilinear"),
@@ -381,13 +381,13 @@ def _hf_vit_config(model):
     return {
         "architectures": ["ViTForImageClassification"],
         "model_type": "vit",
-        "image_size": c["image_shape"][0],
-        "num_channels": c["image_shape"][2],
+        "image_size": c["input_shape"][0],
+        "num_channels": c["input_shape"][2],
         "patch_size": c["patch_size"],
         "hidden_size": c["hidden_dim"],
         "num_attention_heads": c["num_heads"],
         "num_hidden_layers": c["num_layers"],
-        "intermediate_size": c["mlp_dim"],
+        "intermediate_size": c["intermediate_dim"],
         "hidden_act": "gelu",
         "layer_norm_eps": c["layer_norm_epsilon"],
         "qkv_bias": True,
