@@ -197,7 +197,8 @@ def kzoo_model(case):
                                  num_classes=c["classes"])
     if c["kind"] == "gpt":
         return kzoo.create_model("transformer_lm", vocabulary_size=c["vocab"],
-                                 max_sequence_length=c["length"], hidden_dim=c["d"], num_heads=c["heads"], num_layers=c["layers"],
+                                 max_sequence_length=c["length"], hidden_dim=c["d"],
+                                 num_heads=c["heads"], num_layers=c["layers"],
                                  intermediate_dim=c["ff"])
     if c["kind"] == "bert":
         return kzoo.create_model("bert_base", vocabulary_size=c["vocab"],
