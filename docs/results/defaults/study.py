@@ -345,18 +345,22 @@ def write_report(out):
     runs = [json.loads(path.read_text()) for path in sorted(out.glob("*.json"))]
     order = {"before": 0, "after": 1}
     runs.sort(key=lambda r: (order.get(r["label"], 2), r["label"]))
-    labels = [r["label"] for r in runs if any(x["kind"] == "kzoo" for x in r["results"])]
+    labels = list(dict.fromkeys(
+        r["label"] for r in runs if any(x["kind"] == "kzoo" for x in r["results"])))
     datasets, baselines, kzoo_rows, configs = {}, {}, {}, {}
+    latest = {}  # a fit measured twice (a run resumed in parts) counts once: the later one
     for run in runs:
-        datasets.update(run.get("datasets", {}))
         for row in run["results"]:
-            key = (row["dataset"], row["model"])
-            if row["kind"] == "baseline":
-                baselines.setdefault(key, []).append(row)
-                continue
-            configs.setdefault(key, {})[run["label"]] = (row["config"], row["params"])
-            if row["kind"] == "kzoo":
-                kzoo_rows.setdefault(key, {}).setdefault(run["label"], []).append(row)
+            latest[(run["label"], row["dataset"], row["model"], row["seed"])] = (run, row)
+    for run, row in latest.values():
+        datasets.setdefault(row["dataset"], run["datasets"][row["dataset"]])
+        key = (row["dataset"], row["model"])
+        if row["kind"] == "baseline":
+            baselines.setdefault(key, []).append(row)
+            continue
+        configs.setdefault(key, {})[run["label"]] = (row["config"], row["params"])
+        if row["kind"] == "kzoo":
+            kzoo_rows.setdefault(key, {}).setdefault(run["label"], []).append(row)
 
     def cell(key, label):
         by_label = kzoo_rows.get(key, {})
@@ -443,6 +447,8 @@ def main(argv=None):
     parser.add_argument("--no-baselines", action="store_true")
     parser.add_argument("--no-models", action="store_true")
     parser.add_argument("--commit", default=None, help="the kzoo commit measured, if not a checkout")
+    parser.add_argument("--part", default="",
+                        help="suffix of the JSON file, to measure one label in several runs")
     parser.add_argument("--report", action="store_true", help="only rewrite README.md")
     args = parser.parse_args(argv)
     out = args.out
@@ -454,7 +460,7 @@ def main(argv=None):
     data = load_datasets(args.datasets)
     record["datasets"] = {}
     record["results"] = []
-    path = out / f"{args.label}.json"
+    path = out / f"{args.label}{args.part}.json"
     started = time.perf_counter()
 
     def save():
