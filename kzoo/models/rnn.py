@@ -5,6 +5,20 @@ stacked recurrent layers, dropout between them, pooling over time) and a head;
 the registered variants pick the cell (`"lstm"` or `"gru"`) and the head
 (classification logits or regression outputs).
 
+The defaults are the stacked recurrent network of the Keras guides and
+examples for small sequence problems: two layers of 128 units (the width of
+the first model of the Keras RNN guide, "Working with RNNs" by Zhu and
+Chollet), the first returning its whole sequence to the second (as the
+stacked `LSTM(64, return_sequences=True)`, `LSTM(64)` of Keras' bidirectional
+IMDB example), classified from the last layer's final state. Graves, Mohamed and
+Hinton ("Speech recognition with deep recurrent neural networks", ICASSP
+2013) showed that depth helps recurrent networks as it does feed-forward
+ones. They are regularised as Zaremba, Sutskever and Vinyals ("Recurrent
+neural network regularization", 2014) recommend: dropout on the
+non-recurrent connections only (between the layers and before the head),
+here a light 0.1 for small data; dropout on the recurrent connections would
+also rule out the fused kernels.
+
 The cells are Keras' own `LSTM` and `GRU` (GRU with `reset_after=True`, the
 convention of cuDNN and `torch.nn.GRU`: the reset gate multiplies the
 recurrent matrix product, which has its own bias), through
@@ -65,15 +79,18 @@ class RecurrentNetwork(ZooModel):
             set `num_classes=None` for regression. Defaults to None.
         cell: str. `"lstm"` or `"gru"`. Defaults to `"lstm"`.
         units: int. Hidden units per direction of each recurrent layer.
-            Defaults to 64.
-        num_layers: int. Stacked recurrent layers. Defaults to 1.
+            Defaults to 128 (the Keras guides' width for small problems).
+        num_layers: int. Stacked recurrent layers; all but the last return
+            their whole sequence. Defaults to 2.
         bidirectional: bool. Run every layer in both directions and
             concatenate. Defaults to False.
-        dropout: float. Dropout between recurrent layers and before the head.
-            Defaults to 0.
+        dropout: float. Dropout between recurrent layers and before the head
+            (the non-recurrent connections, as in Zaremba et al., 2014).
+            Defaults to 0.1.
         pooling: str. How the sequence becomes one vector: `"last"` (the final
-            hidden state of each direction, as `h_n` in PyTorch), `"mean"` or
-            `"max"` over the steps. Defaults to `"last"`.
+            hidden state of each direction, as `h_n` in PyTorch and the last
+            layer of a stacked Keras RNN), `"mean"` or `"max"` over the
+            steps. Defaults to `"last"`.
         vocabulary_size: int or None. Token vocabulary size; None means float
             inputs. Defaults to None.
         embedding_dim: int. Embedding width for token inputs. Defaults to 64.
@@ -99,10 +116,10 @@ class RecurrentNetwork(ZooModel):
         num_classes=10,
         num_outputs=None,
         cell="lstm",
-        units=64,
-        num_layers=1,
+        units=128,
+        num_layers=2,
         bidirectional=False,
-        dropout=0.0,
+        dropout=0.1,
         pooling="last",
         vocabulary_size=None,
         embedding_dim=64,
@@ -177,7 +194,8 @@ register_variant(
     summary="LSTM sequence classifier (stacked, optionally bidirectional; logits).",
     family="rnn", task="classification", recipe="recipes/rnn.py",
     search_space=SEARCH_SPACE,
-    tiny={"input_shape": (4, 3), "units": 4, "bidirectional": True, "num_classes": 3},
+    tiny={"input_shape": (4, 3), "units": 4, "num_layers": 1, "bidirectional": True,
+          "num_classes": 3},
     cell="lstm", name="lstm_classifier",
 )
 register_variant(
@@ -186,7 +204,7 @@ register_variant(
     family="rnn", task="classification", recipe="recipes/rnn.py",
     search_space=SEARCH_SPACE,
     tiny={"input_shape": (6,), "vocabulary_size": 11, "embedding_dim": 4, "units": 4,
-          "pooling": "max", "num_classes": 3},
+          "num_layers": 1, "pooling": "max", "num_classes": 3},
     tiny_inputs=tiny_token_inputs,
     cell="gru", name="gru_classifier",
 )
@@ -195,7 +213,8 @@ register_variant(
     summary="LSTM regressor for time-series forecasting.",
     family="rnn", task="regression", recipe="recipes/rnn.py",
     search_space=SEARCH_SPACE,
-    tiny={"input_shape": (4, 2), "units": 4, "pooling": "mean", "num_outputs": 2},
+    tiny={"input_shape": (4, 2), "units": 4, "num_layers": 1, "pooling": "mean",
+          "num_outputs": 2},
     cell="lstm", num_classes=None, num_outputs=1, name="lstm_regressor",
 )
 register_variant(
