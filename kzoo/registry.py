@@ -6,12 +6,19 @@ Every registration also carries a tiny configuration, which the generic test
 suite uses to exercise every registered model on every backend.
 """
 
+from __future__ import annotations
+
 import dataclasses
 import difflib
 import fnmatch
 import inspect
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import os
+
+    import keras
 
 from kzoo import vocabulary
 
@@ -48,7 +55,7 @@ class ModelEntry:
     family: str
     task: str
     tiny: dict
-    tiny_inputs: "UniformInputs | Callable[..., Any] | None" = None
+    tiny_inputs: UniformInputs | Callable[..., Any] | None = None
     recipe: str | None = None
     fixed: dict = dataclasses.field(default_factory=dict)
     variant_summary: str | None = None
@@ -144,8 +151,10 @@ _REGISTRY: dict[str, ModelEntry] = {}
 
 
 def register_model(
-    name, *, family, task, tiny, tiny_inputs=None, recipe=None, search_space=None
-):
+    name: str, *, family: str, task: str, tiny: dict[str, Any],
+    tiny_inputs: UniformInputs | Callable[..., Any] | None = None, recipe: str | None = None,
+    search_space: Any = None,
+) -> Callable[..., Any]:
     """Register a model builder (a function or a model class) under `name`.
 
     Args:
@@ -212,9 +221,10 @@ def register_model(
 
 
 def register_variant(
-    name, cls, /, *, summary, family, task, tiny, tiny_inputs=None, recipe=None,
-    search_space=None, **fixed
-):
+    name: str, cls: type[keras.Model], /, *, summary: str, family: str, task: str,
+    tiny: dict[str, Any], tiny_inputs: UniformInputs | Callable[..., Any] | None = None,
+    recipe: str | None = None, search_space: Any = None, **fixed: Any,
+) -> None:
     """Register `cls` with some arguments fixed, as a named variant.
 
     A variant is three lines: the class does the work and `fixed` picks the
@@ -241,7 +251,7 @@ def unregister_model(name):
     _REGISTRY.pop(name, None)
 
 
-def list_models(pattern="*"):
+def list_models(pattern: str = "*") -> list[str]:
     """Return the sorted names of registered models matching `pattern`.
 
     Args:
@@ -298,7 +308,8 @@ def check_kwargs(entry, kwargs):
             )
 
 
-def create_model(name, /, weights=None, **kwargs):
+def create_model(name: str, /, weights: str | os.PathLike | None = None,
+                 **kwargs: Any) -> keras.Model:
     """Build the registered model `name` with keyword overrides.
 
     Returns a built, uncompiled `keras.Model`; classifiers output logits.
@@ -335,7 +346,7 @@ def create_model(name, /, weights=None, **kwargs):
     return entry.builder(**{**entry.fixed, **kwargs})
 
 
-def model_info(name, /, **kwargs):
+def model_info(name: str, /, **kwargs: Any) -> dict[str, Any]:
     """Describe a registered model: family, task, parameters and config.
 
     Builds the model (with `kwargs` applied) to count its parameters.

@@ -6,6 +6,8 @@ classification on the pooled first token (`[CLS]`), or masked-language
 modelling with the output projection tied to the token embedding.
 """
 
+from typing import Any
+
 import keras
 import numpy as np
 
@@ -237,7 +239,7 @@ def bert_inputs(batch_size, rng, *, length=8, vocab_size=50):
 # === Registered variants ===
 _TINY = {"vocabulary_size": 50, "max_sequence_length": 16, "hidden_dim": 8, "num_layers": 1,
          "num_heads": 2, "intermediate_dim": 16, "num_classes": 3}
-_COMMON = dict(family="transformer", tiny=_TINY, tiny_inputs=bert_inputs,
+_COMMON: dict[str, Any] = dict(family="transformer", tiny=_TINY, tiny_inputs=bert_inputs,
                recipe="recipes/bert.py")
 
 register_variant(

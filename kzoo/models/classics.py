@@ -8,6 +8,8 @@ Each matches its published trainable parameter count (see the docstrings;
 `kzoo.layers.conv`, `kzoo.layers.inception` and `kzoo.layers.efficientnet`.
 """
 
+from typing import Any
+
 import keras
 
 from kzoo import validation
@@ -558,7 +560,7 @@ class EfficientNet(ZooModel):
 
 
 # === Registered variants ===
-CLASSIC = {"family": "cnn", "task": "classification", "recipe": RECIPE}
+CLASSIC: dict[str, Any] = {"family": "cnn", "task": "classification", "recipe": RECIPE}
 
 register_variant(
     "lenet5", LeNet5,

@@ -1,5 +1,7 @@
 """Vision Transformer (Dosovitskiy et al., 2021): an image as a sequence of patches."""
 
+from typing import Any
+
 import keras
 
 from kzoo import validation
@@ -160,7 +162,7 @@ SEARCH_SPACE = FamilySpace(
 # === Registered variants (the widths and depths of the ViT and DeiT papers) ===
 _TINY = {"input_shape": (8, 8, 3), "patch_size": 4, "num_classes": 3, "hidden_dim": 8,
          "num_heads": 2, "num_layers": 1, "intermediate_dim": 16}
-_COMMON = dict(family="vit", task="classification", tiny=_TINY, recipe="recipes/vit.py",
+_COMMON: dict[str, Any] = dict(family="vit", task="classification", tiny=_TINY, recipe="recipes/vit.py",
                search_space=SEARCH_SPACE)
 
 register_variant(
