@@ -139,6 +139,7 @@ def make_cases(tiny=False):
     widths = tuple(w // s for w in (32, 64, 128))
     units = 128 // s
     steps = 10 if tiny else 100
+    # Each case pins the architecture its native twin writes (kzoo's defaults may differ).
     # Transformer: d_model 128, 4 heads, 2 + 2 layers, length 64, vocabulary 1000.
     tr = dict(vocab_size=1000, d_model=128 // s, num_heads=4, num_encoder_layers=2,
               num_decoder_layers=2, intermediate_dim=512 // s)
@@ -153,7 +154,8 @@ def make_cases(tiny=False):
     return {
         c.name: c
         for c in [
-            Case("mlp", "mlp", dict(input_shape=(784,), hidden_units=hidden, num_classes=10),
+            Case("mlp", "mlp", dict(input_shape=(784,), hidden_units=hidden, dropout=0.0,
+                                    num_classes=10),
                  b(128), _images((784,)), 10, lambda: nt.MLP(784, hidden, 10), export=True),
             Case("simple_cnn", "simple_cnn",
                  dict(input_shape=(32, 32, 3), widths=widths, num_classes=10),
@@ -165,11 +167,11 @@ def make_cases(tiny=False):
                  (lambda: nt.CifarResNet(widths=(4, 8, 16))) if tiny else (lambda: nt.CifarResNet()),
                  channels_first=True),
             Case("lstm_classifier", "lstm_classifier",
-                 dict(input_shape=(steps, 16), units=units, num_classes=10),
+                 dict(input_shape=(steps, 16), units=units, num_layers=1, dropout=0.0, num_classes=10),
                  b(64), _sequences(steps, 16), 10,
                  lambda: nt.RecurrentClassifier("lstm", 16, units, 10)),
             Case("gru_classifier", "gru_classifier",
-                 dict(input_shape=(steps, 16), units=units, num_classes=10),
+                 dict(input_shape=(steps, 16), units=units, num_layers=1, dropout=0.0, num_classes=10),
                  b(64), _sequences(steps, 16), 10,
                  lambda: nt.RecurrentClassifier("gru", 16, units, 10)),
             Case("transformer", "transformer", kzoo_kwargs(tr), b(32), _token_pair(tr_len, 1000), 1000,
