@@ -16,7 +16,12 @@ from kzoo.export import exported_runner, sample_inputs
 
 
 def benchmark(model, exported, format, batch_size=32, repeats=20):
-    """Latency (batch 1, ms) and throughput (examples/s) of the Keras model and its export.
+    """Time the Keras model and its exported artifact on the same inputs, one after the other.
+
+    Each side gets one untimed warm-up call, then `repeats` timed calls on one
+    example (latency) and on `batch_size` examples (throughput). The harness
+    `python -m benchmarks` (its export cases, on by default) calls this and
+    writes what it measures to `benchmarks/results/`.
 
     Args:
         model: keras.Model. The model that was exported.
