@@ -32,10 +32,12 @@ __version__ = "0.1.0"
 registry._load_families()
 
 from kzoo import weights  # noqa: E402,F401  (the converters, after the models)
+from kzoo.export import load_model  # noqa: E402  (kzoo's one loader)
 
 __all__ = [
     "create_model",
     "list_models",
+    "load_model",
     "model_info",
     "register_model",
     "register_variant",

@@ -29,7 +29,9 @@ Example:
 """
 
 import importlib.util
+import os
 import re
+import zipfile
 from pathlib import Path
 
 import keras
@@ -56,18 +58,50 @@ def model_path(path):
     )
 
 
-def load_model(path):
-    """Load a kzoo model file (or a run folder's model) with `safe_mode=True`.
+def load_model(path: str | os.PathLike) -> keras.Model:
+    """Load a `.keras` file or a run folder's model with `safe_mode=True`; one sentence on failure.
 
-    kzoo's classes are registered first, so no `custom_objects` are needed.
+    kzoo's one loader: `kzoo.load_model`, `kzoo.predict.load_model` and the
+    CLI all call it. kzoo's classes are registered on `import kzoo`, so no
+    `custom_objects` are needed. An empty, truncated or damaged file, or one
+    holding a `Lambda` layer, raises `ExportError` in one sentence.
 
     Args:
         path: str or Path. A `.keras` file or a run folder with `model.keras`.
     """
-    import kzoo
+    import kzoo  # noqa: F401  (registers every class a kzoo file names)
 
-    kzoo.list_models()  # imports every family, registering their classes
-    return keras.saving.load_model(model_path(path), safe_mode=True)
+    file = model_path(path)
+    if file.stat().st_size == 0:
+        raise ExportError(f"Received {str(file)!r}, an empty file; expected a saved .keras "
+                          "model, so train or export the model again.")
+    try:
+        with zipfile.ZipFile(file) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError) as err:
+        raise ExportError(f"Received {str(file)!r}, which is not a readable .keras archive "
+                          f"({first_line(err)}); expected a complete file, so copy or save it "
+                          "again (a killed save leaves a truncated file).") from None
+    if bad is not None:
+        raise ExportError(f"Received {str(file)!r}, whose entry {bad!r} is damaged (CRC "
+                          "mismatch); expected a complete file, so copy or save it again.")
+    try:
+        return keras.saving.load_model(file, safe_mode=True)
+    except Exception as err:  # Keras raises many types for a bad file; say which in one line
+        text = first_line(err)
+        if "Lambda" in text or "safe_mode" in text:
+            raise ExportError(f"Received {str(file)!r}, which holds code (a Lambda layer or "
+                              "function) that safe loading refuses to run; expected a kzoo "
+                              "model, so rebuild it without Lambda layers.") from None
+        raise ExportError(f"Received {str(file)!r}, which Keras cannot load "
+                          f"({type(err).__name__}: {text}); expected a .keras file kzoo "
+                          "wrote, so check the file or save it again.") from None
+
+
+def first_line(err: BaseException) -> str:
+    """The first non-empty line of an error message, without its final period."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return (lines[0] if lines else type(err).__name__)[:200].rstrip(".")
 
 
 # === Exporting ===

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import json
 import os
-import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -39,53 +38,16 @@ from typing import Any
 import keras
 import numpy as np
 
-from kzoo.export import ExportError, model_path
+from kzoo.export import (
+    ExportError,
+    first_line,
+    load_model,  # noqa: F401  (the one loader, as kzoo.predict.load_model too)
+)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 TEXT_SUFFIXES = (".txt",)
 #: Images larger than this many pixels are refused (decompression bombs).
 MAX_IMAGE_PIXELS = 64_000_000
-
-
-# === Loading ===
-def load_model(path: str | os.PathLike) -> keras.Model:
-    """Load a `.keras` file or a run folder's model with `safe_mode=True`; one sentence on failure.
-
-    Args:
-        path: str or Path. A `.keras` file or a run folder with `model.keras`.
-    """
-    import kzoo  # noqa: F401  (registers every class a kzoo file names)
-
-    file = model_path(path)
-    if file.stat().st_size == 0:
-        raise ExportError(f"Received {str(file)!r}, an empty file; expected a saved .keras "
-                          "model, so train or export the model again.")
-    try:
-        with zipfile.ZipFile(file) as archive:
-            bad = archive.testzip()
-    except (zipfile.BadZipFile, OSError) as err:
-        raise ExportError(f"Received {str(file)!r}, which is not a readable .keras archive "
-                          f"({_first_line(err)}); expected a complete file, so copy or save it "
-                          "again (a killed save leaves a truncated file).") from None
-    if bad is not None:
-        raise ExportError(f"Received {str(file)!r}, whose entry {bad!r} is damaged (CRC "
-                          "mismatch); expected a complete file, so copy or save it again.")
-    try:
-        return keras.saving.load_model(file, safe_mode=True)
-    except Exception as err:  # Keras raises many types for a bad file; say which in one line
-        text = _first_line(err)
-        if "Lambda" in text or "safe_mode" in text:
-            raise ExportError(f"Received {str(file)!r}, which holds code (a Lambda layer or "
-                              "function) that safe loading refuses to run; expected a kzoo "
-                              "model, so rebuild it without Lambda layers.") from None
-        raise ExportError(f"Received {str(file)!r}, which Keras cannot load "
-                          f"({type(err).__name__}: {text}); expected a .keras file kzoo "
-                          "wrote, so check the file or save it again.") from None
-
-
-def _first_line(err):
-    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    return (lines[0] if lines else type(err).__name__)[:200].rstrip(".")
 
 
 def metadata(model: keras.Model) -> dict[str, Any]:
@@ -107,7 +69,7 @@ def _tokenizer(model, key="tokenizer"):
         return tokenizers.from_metadata(record)
     except (TypeError, ValueError, ImportError) as err:
         raise ExportError(f"Received a model whose tokenizer cannot be rebuilt "
-                          f"({_first_line(err)}); expected tokenizer metadata as "
+                          f"({first_line(err)}); expected tokenizer metadata as "
                           "kzoo writes it.") from None
 
 
@@ -125,7 +87,7 @@ def split_inputs(model, inputs):
                 lines = p.read_text(encoding="utf-8").splitlines()
             except (OSError, UnicodeDecodeError) as err:
                 raise ExportError(f"Received input {item!r}, which cannot be read as UTF-8 "
-                                  f"text ({_first_line(err)}); pass a UTF-8 .txt file.") from None
+                                  f"text ({first_line(err)}); pass a UTF-8 .txt file.") from None
             texts += [line for line in lines if line.strip()]
         elif p.is_file():
             files.append(p)
@@ -184,10 +146,10 @@ def _read_npy(p):
                               "refused (loading it could run code); save a numeric array."
                               ) from None
         raise ExportError(f"Received {p.name}, which is not a readable .npy file "
-                          f"({_first_line(err)}); save it with numpy.save.") from None
+                          f"({first_line(err)}); save it with numpy.save.") from None
     except (OSError, EOFError) as err:
         raise ExportError(f"Received {p.name}, which is not a readable .npy file "
-                          f"({_first_line(err)}); save it with numpy.save.") from None
+                          f"({first_line(err)}); save it with numpy.save.") from None
     if not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
         raise ExportError(f"Received {p.name}, an array of {array.dtype} values; expected "
                           "numbers, so save a numeric array (text goes in as text).")
@@ -236,11 +198,11 @@ def preprocess_images(paths, spec, shape):
             raise
         except Image.DecompressionBombError as err:
             raise ExportError(f"Received image {p.name}, which has more pixels than predict "
-                              f"reads ({_first_line(err).split(', could')[0]}); shrink it "
+                              f"reads ({first_line(err).split(', could')[0]}); shrink it "
                               "first.") from None
         except Exception as err:  # PIL's errors for truncated or unknown images vary
             raise ExportError(f"Received image {p.name}, which cannot be read "
-                              f"({_first_line(err)}); pass a complete image file.") from None
+                              f"({first_line(err)}); pass a complete image file.") from None
         array = low + (high - low) * array
         out.append(array[..., None] if channels == 1 else array)
     return np.stack(out)
@@ -328,7 +290,7 @@ def predict_texts(model: keras.Model, texts: Sequence[str], k: int = 5,
         ids = tokenizer.encode(texts, add_special_tokens=not translates)
     except (TypeError, ValueError) as err:
         raise ExportError(f"Received text the model's tokenizer cannot encode "
-                          f"({_first_line(err)}); use the characters or words it was "
+                          f"({first_line(err)}); use the characters or words it was "
                           "trained on.") from None
     pad = tokenizer.pad_id or 0
     if translates and not hasattr(model, "init_decoding"):  # the RNN seq2seq decodes itself
