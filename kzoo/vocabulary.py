@@ -97,6 +97,8 @@ GLOSSARY = (
 #: Builder arguments that look like a glossary concept but are not one, and why.
 NOT_TERMS = {
     "aux_heads": "GoogLeNet's auxiliary classifiers, not attention heads",
+    "noise_shape": "keras.layers.Dropout's own argument, kept so kzoo's Dropout is a drop-in",
+    "output_size": "the pooled grid of torch.nn.AdaptiveAvgPool2d, whose name the layer keeps",
 }
 
 
@@ -220,11 +222,30 @@ def renamed_arguments(**renames):
         if is_class:
             builder.__init__ = wrapper
             builder.renamed_arguments = table
+            if hasattr(builder, "from_config"):
+                builder.from_config = _silent_from_config(builder)
             return builder
         wrapper.renamed_arguments = table
         return wrapper
 
     return decorator
+
+
+def _silent_from_config(cls_):
+    """`cls_.from_config`, renaming old names first without a warning.
+
+    A saved file, not the user's code, holds the old names, so a `.keras`
+    file written before a rename loads silently (layers as well as models).
+    """
+    own = cls_.__dict__.get("from_config")
+
+    def from_config(cls, config):
+        config = rename_arguments(cls.__name__, renames_of(cls), config, warn=False)
+        if own is not None:
+            return own.__func__(cls, config)
+        return super(cls_, cls).from_config(config)
+
+    return classmethod(from_config)
 
 
 def renames_of(builder):

@@ -107,7 +107,7 @@ def test_images_not_divisible_by_the_patch_size_at_call_time():
     needs("vit_tiny")
     from kzoo.layers.transformer import PatchEmbedding
 
-    layer = PatchEmbedding(patch_size=4, embed_dim=8)
+    layer = PatchEmbedding(patch_size=4, embedding_dim=8)
     with pytest.raises(ValueError) as err:
         layer(np.zeros((1, 6, 6, 3), "float32"))
     assert_one_sentence(err.value, r"Received images of shape \(6, 6, 3\) with patch_size=4; "
@@ -118,7 +118,7 @@ def test_sequence_longer_than_max_length_at_call_time():
     needs("transformer_lm")
     model = kzoo.create_model("transformer_lm", vocabulary_size=17, max_sequence_length=16, hidden_dim=8,
                               num_heads=2, num_layers=1)
-    with pytest.raises(ValueError, match=r"Received sequences of length 40 with max_length=16"):
+    with pytest.raises(ValueError, match=r"Received sequences of length 40 with max_sequence_length=16"):
         model(np.zeros((2, 40), "int32"))
 
 

@@ -24,7 +24,7 @@ def test_parameter_counts_match_the_published_models(name, params):
 
 
 def test_patch_embedding_is_a_linear_map_of_row_major_patches():
-    layer = PatchEmbedding(patch_size=2, embed_dim=5)
+    layer = PatchEmbedding(patch_size=2, embedding_dim=5)
     images = np.random.default_rng(0).standard_normal((1, 4, 6, 3)).astype("float32")
     out = keras.ops.convert_to_numpy(layer(images))
     kernel, bias = (keras.ops.convert_to_numpy(w) for w in layer.projection.weights)

@@ -190,3 +190,94 @@ def test_an_unknown_name_still_fails_in_one_sentence():
                               "'vit_tiny'; allowed arguments are [")
     assert "'input_shape'" in message and "'image_shape'" not in message
     assert message.endswith("].") and "\n" not in message and message.count(". ") == 0
+
+
+# === Layers ===
+def _kzoo_layer_classes():
+    objects = keras.saving.get_custom_objects()
+    return {name.split(">", 1)[1]: cls for name, cls in sorted(objects.items())
+            if name.startswith("kzoo>") and isinstance(cls, type)
+            and issubclass(cls, keras.layers.Layer) and not issubclass(cls, keras.Model)}
+
+
+LAYERS = _kzoo_layer_classes()
+
+
+@pytest.mark.parametrize("name", sorted(LAYERS))
+def test_layer_arguments_follow_the_glossary(name):
+    import inspect
+
+    parameters = inspect.signature(LAYERS[name].__init__).parameters
+    arguments = [p for p in parameters if p not in ("self", "args", "kwargs")]
+    found = vocabulary.off_glossary(arguments)
+    assert not found, f"layer {name} takes arguments off the glossary (CONTRIBUTING.md): {found}"
+
+
+OLD_LAYER_ARGUMENTS = [
+    ("PatchEmbedding", {"patch_size": 2, "embed_dim": 4}, {"embedding_dim": 4}),
+    ("PositionEmbedding", {"max_length": 6}, {"max_sequence_length": 6}),
+    ("TokenAndPositionEmbedding",
+     {"vocab_size": 9, "embed_dim": 4, "position_encoding": "learned", "max_length": 6},
+     {"vocabulary_size": 9, "embedding_dim": 4, "max_sequence_length": 6}),
+]
+
+
+@pytest.mark.parametrize("name, old, new", OLD_LAYER_ARGUMENTS,
+                         ids=[n for n, _, _ in OLD_LAYER_ARGUMENTS])
+def test_a_layer_takes_old_names_with_a_warning_and_loads_them_silently(name, old, new):
+    cls = LAYERS[name]
+    with pytest.warns(DeprecationWarning, match="renamed"):
+        layer = cls(**old)
+    config = layer.get_config()
+    for key, value in new.items():
+        assert config[key] == value
+    assert not {"embed_dim", "vocab_size", "max_length"} & set(config), config
+    saved = {k: v for k, v in config.items() if k not in new}
+    saved.update({k: v for k, v in old.items() if k not in config})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        again = cls.from_config(saved)
+    assert not [w for w in caught if w.category is DeprecationWarning]
+    assert again.get_config() == config
+
+
+def test_a_file_whose_layers_hold_old_names_loads_with_the_same_outputs(tmp_path):
+    """A user's own model built from kzoo layers and saved before the layer renames.
+
+    kzoo's models rebuild from their own config, but a functional model of
+    kzoo layers is rebuilt layer by layer from config.json, which holds the
+    old keys.
+    """
+    import json
+    import zipfile
+
+    import numpy as np
+
+    from kzoo.layers.transformer import TokenAndPositionEmbedding
+
+    ids = keras.Input((5,), dtype="int32")
+    x = TokenAndPositionEmbedding(vocabulary_size=9, embedding_dim=4, position_encoding="learned",
+                                  max_sequence_length=6)(ids)
+    model = keras.Model(ids, keras.layers.Dense(3)(x))
+    for weight in model.weights:  # no default initial value can hide a lost weight
+        weight.assign(np.random.default_rng(1).normal(size=weight.shape))
+    path = tmp_path / "new.keras"
+    model.save(path)
+    with zipfile.ZipFile(path) as archive:
+        entries = {n: archive.read(n) for n in archive.namelist()}
+    text = entries["config.json"].decode()
+    old = (text.replace('"vocabulary_size": ', '"vocab_size": ')
+           .replace('"embedding_dim": ', '"embed_dim": ')
+           .replace('"max_sequence_length": ', '"max_length": '))
+    assert old != text and '"embed_dim"' in json.dumps(json.loads(old))
+    entries["config.json"] = old.encode()
+    old_path = tmp_path / "old.keras"
+    with zipfile.ZipFile(old_path, "w") as archive:
+        for name, data in entries.items():
+            archive.writestr(name, data)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        loaded = kzoo.load_model(old_path)
+    assert not [w for w in caught if w.category is DeprecationWarning]
+    x = np.random.default_rng(0).integers(0, 9, size=(2, 5)).astype("int32")
+    np.testing.assert_allclose(np.asarray(loaded(x)), np.asarray(model(x)), atol=1e-5)

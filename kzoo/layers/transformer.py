@@ -21,7 +21,7 @@ import math
 import keras
 from keras import ops
 
-from kzoo import validation
+from kzoo import validation, vocabulary
 from kzoo.backend import fastpath
 from kzoo.layers import fast
 
@@ -327,17 +327,18 @@ class PositionalEncoding(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="kzoo")
+@vocabulary.renamed_arguments(max_length="max_sequence_length")
 class PositionEmbedding(keras.layers.Layer):
     """Adds a learned position embedding (as in BERT, GPT and ViT).
 
     Args:
-        max_length: int. Longest sequence the layer accepts.
+        max_sequence_length: int. Longest sequence the layer accepts.
         initializer: str or initializer. Defaults to a truncated normal with
             standard deviation 0.02.
         **kwargs: base `keras.layers.Layer` arguments.
 
     Call arguments:
-        inputs: `(batch, length, features)` with `length <= max_length`.
+        inputs: `(batch, length, features)` with `length <= max_sequence_length`.
         start_index: int or scalar tensor. Position of the first step.
             Defaults to 0.
 
@@ -345,14 +346,14 @@ class PositionEmbedding(keras.layers.Layer):
 
     >>> import numpy as np
     >>> from kzoo.layers.transformer import PositionEmbedding
-    >>> layer = PositionEmbedding(max_length=10)
+    >>> layer = PositionEmbedding(max_sequence_length=10)
     >>> tuple(layer(np.zeros((2, 4, 6), "float32")).shape), layer.count_params()
     ((2, 4, 6), 60)
     """
 
-    def __init__(self, max_length, initializer=None, **kwargs):
+    def __init__(self, max_sequence_length, initializer=None, **kwargs):
         super().__init__(**kwargs)
-        self.max_length = validation.positive_int("max_length", max_length)
+        self.max_sequence_length = validation.positive_int("max_sequence_length", max_sequence_length)
         self.initializer = keras.initializers.get(
             initializer or keras.initializers.TruncatedNormal(stddev=0.02)
         )
@@ -361,18 +362,18 @@ class PositionEmbedding(keras.layers.Layer):
         # Static lengths (known when tracing on every backend) are checked here;
         # a length known only at run time is left to the backend's slice.
         if isinstance(length, int) and isinstance(start_index, int):
-            if start_index + length > self.max_length:
+            if start_index + length > self.max_sequence_length:
                 where = f" starting at position {start_index}" if start_index else ""
                 raise ValueError(
                     f"Received sequences of length {length}{where} with "
-                    f"max_length={self.max_length}; expected length <= max_length, "
-                    "so shorten the input or build the model with a larger max_length."
+                    f"max_sequence_length={self.max_sequence_length}; expected length <= max_sequence_length, "
+                    "so shorten the input or build the model with a larger max_sequence_length."
                 )
 
     def build(self, input_shape):
         self._check_length(input_shape[1])
         self.embeddings = self.add_weight(
-            name="embeddings", shape=(self.max_length, input_shape[-1]),
+            name="embeddings", shape=(self.max_sequence_length, input_shape[-1]),
             initializer=self.initializer,
         )
 
@@ -389,33 +390,35 @@ class PositionEmbedding(keras.layers.Layer):
     def get_config(self):
         return {
             **super().get_config(),
-            "max_length": self.max_length,
+            "max_sequence_length": self.max_sequence_length,
             "initializer": keras.initializers.serialize(self.initializer),
         }
 
 
 @keras.saving.register_keras_serializable(package="kzoo")
+@vocabulary.renamed_arguments(vocab_size="vocabulary_size", embed_dim="embedding_dim",
+                              max_length="max_sequence_length")
 class TokenAndPositionEmbedding(keras.layers.Layer):
     """Token embedding plus positions; also maps features back to token logits.
 
-    `call(ids)` embeds token ids (multiplied by `sqrt(embed_dim)` when
+    `call(ids)` embeds token ids (multiplied by `sqrt(embedding_dim)` when
     `scale_embeddings`, as in the original Transformer) and adds positions.
     `call(features, reverse=True)` multiplies by the transposed embedding
     matrix: the tied output projection of the Transformer and GPT, computed
     in float32 so logits stay accurate under mixed precision.
 
     Args:
-        vocab_size: int. Number of token ids.
-        embed_dim: int. Embedding width.
+        vocabulary_size: int. Number of token ids.
+        embedding_dim: int. Embedding width.
         position_encoding: str or None. `"sinusoidal"` (fixed),
-            `"learned"` (needs `max_length`) or None. Defaults to
+            `"learned"` (needs `max_sequence_length`) or None. Defaults to
             `"sinusoidal"`.
-        max_length: int or None. Longest sequence for learned positions.
+        max_sequence_length: int or None. Longest sequence for learned positions.
             Defaults to None.
-        scale_embeddings: bool. Multiply token embeddings by `sqrt(embed_dim)`.
+        scale_embeddings: bool. Multiply token embeddings by `sqrt(embedding_dim)`.
             Defaults to True.
         embeddings_initializer: str, initializer or None. None means a normal
-            with standard deviation `embed_dim ** -0.5` when scaling (unit
+            with standard deviation `embedding_dim ** -0.5` when scaling (unit
             variance after scaling) and 0.02 otherwise. Defaults to None.
         **kwargs: base `keras.layers.Layer` arguments.
 
@@ -423,7 +426,7 @@ class TokenAndPositionEmbedding(keras.layers.Layer):
 
     >>> import numpy as np
     >>> from kzoo.layers.transformer import TokenAndPositionEmbedding
-    >>> embed = TokenAndPositionEmbedding(vocab_size=20, embed_dim=8)
+    >>> embed = TokenAndPositionEmbedding(vocabulary_size=20, embedding_dim=8)
     >>> x = embed(np.array([[3, 4, 5]]))
     >>> tuple(x.shape), tuple(embed(x, reverse=True).shape)
     ((1, 3, 8), (1, 3, 20))
@@ -433,49 +436,49 @@ class TokenAndPositionEmbedding(keras.layers.Layer):
 
     def __init__(
         self,
-        vocab_size,
-        embed_dim,
+        vocabulary_size,
+        embedding_dim,
         position_encoding="sinusoidal",
-        max_length=None,
+        max_sequence_length=None,
         scale_embeddings=True,
         embeddings_initializer=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
-        self.vocab_size = validation.positive_int("vocab_size", vocab_size)
-        self.embed_dim = validation.positive_int("embed_dim", embed_dim)
+        self.vocabulary_size = validation.positive_int("vocabulary_size", vocabulary_size)
+        self.embedding_dim = validation.positive_int("embedding_dim", embedding_dim)
         self.position_encoding = validation.choice(
             "position_encoding", position_encoding, self.POSITION_ENCODINGS
         )
-        if position_encoding == "learned" and max_length is None:
+        if position_encoding == "learned" and max_sequence_length is None:
             raise ValueError(
-                "Received position_encoding='learned' with max_length=None; learned "
-                "positions need a maximum length, so pass e.g. max_length=512."
+                "Received position_encoding='learned' with max_sequence_length=None; learned "
+                "positions need a maximum length, so pass e.g. max_sequence_length=512."
             )
-        self.max_length = None if max_length is None else validation.positive_int(
-            "max_length", max_length
+        self.max_sequence_length = None if max_sequence_length is None else validation.positive_int(
+            "max_sequence_length", max_sequence_length
         )
         self.scale_embeddings = bool(scale_embeddings)
         if embeddings_initializer is None:
-            stddev = embed_dim**-0.5 if scale_embeddings else 0.02
+            stddev = embedding_dim**-0.5 if scale_embeddings else 0.02
             embeddings_initializer = keras.initializers.RandomNormal(stddev=stddev)
         self.embeddings_initializer = keras.initializers.get(embeddings_initializer)
         if position_encoding == "sinusoidal":
             self.positions = PositionalEncoding(dtype=self.dtype_policy, name="positions")
         elif position_encoding == "learned":
             self.positions = PositionEmbedding(
-                self.max_length, dtype=self.dtype_policy, name="positions"
+                self.max_sequence_length, dtype=self.dtype_policy, name="positions"
             )
         else:
             self.positions = None
 
     def build(self, input_shape):
         self.embeddings = self.add_weight(
-            name="embeddings", shape=(self.vocab_size, self.embed_dim),
+            name="embeddings", shape=(self.vocabulary_size, self.embedding_dim),
             initializer=self.embeddings_initializer,
         )
         if self.positions is not None:
-            self.positions.build(tuple(input_shape[:2]) + (self.embed_dim,))
+            self.positions.build(tuple(input_shape[:2]) + (self.embedding_dim,))
 
     def call(self, inputs, start_index=0, reverse=False):
         if reverse:
@@ -485,23 +488,23 @@ class TokenAndPositionEmbedding(keras.layers.Layer):
             )
         x = ops.take(self.embeddings, ops.cast(inputs, "int32"), axis=0)
         if self.scale_embeddings:
-            x = x * ops.cast(math.sqrt(self.embed_dim), x.dtype)
+            x = x * ops.cast(math.sqrt(self.embedding_dim), x.dtype)
         if self.positions is not None:
             x = self.positions(x, start_index=start_index)
         return x
 
     def compute_output_spec(self, inputs, start_index=0, reverse=False):
         if reverse:
-            return keras.KerasTensor(tuple(inputs.shape[:-1]) + (self.vocab_size,), "float32")
-        return keras.KerasTensor(tuple(inputs.shape) + (self.embed_dim,), self.compute_dtype)
+            return keras.KerasTensor(tuple(inputs.shape[:-1]) + (self.vocabulary_size,), "float32")
+        return keras.KerasTensor(tuple(inputs.shape) + (self.embedding_dim,), self.compute_dtype)
 
     def get_config(self):
         return {
             **super().get_config(),
-            "vocab_size": self.vocab_size,
-            "embed_dim": self.embed_dim,
+            "vocabulary_size": self.vocabulary_size,
+            "embedding_dim": self.embedding_dim,
             "position_encoding": self.position_encoding,
-            "max_length": self.max_length,
+            "max_sequence_length": self.max_sequence_length,
             "scale_embeddings": self.scale_embeddings,
             "embeddings_initializer": keras.initializers.serialize(
                 self.embeddings_initializer
@@ -908,16 +911,17 @@ class TransformerDecoderBlock(_BlockBase):
 
 # === Images ===
 @keras.saving.register_keras_serializable(package="kzoo")
+@vocabulary.renamed_arguments(embed_dim="embedding_dim")
 class PatchEmbedding(keras.layers.Layer):
     """Cuts an image into non-overlapping patches and embeds each linearly.
 
     A convolution with kernel and stride `patch_size` (the ViT patch
-    projection), flattened to a `(batch, patches, embed_dim)` sequence in
+    projection), flattened to a `(batch, patches, embedding_dim)` sequence in
     row-major patch order.
 
     Args:
         patch_size: int. Side of a square patch; must divide the image sides.
-        embed_dim: int. Width of each patch embedding.
+        embedding_dim: int. Width of each patch embedding.
         kernel_initializer: str or initializer. Defaults to
             `"glorot_uniform"`.
         use_bias: bool. Whether the projection has a bias (OpenAI's CLIP has
@@ -932,11 +936,11 @@ class PatchEmbedding(keras.layers.Layer):
     (2, 6, 16)
     """
 
-    def __init__(self, patch_size, embed_dim, kernel_initializer="glorot_uniform",
+    def __init__(self, patch_size, embedding_dim, kernel_initializer="glorot_uniform",
                  use_bias=True, **kwargs):
         super().__init__(**kwargs)
         self.patch_size = validation.positive_int("patch_size", patch_size)
-        self.embed_dim = validation.positive_int("embed_dim", embed_dim)
+        self.embedding_dim = validation.positive_int("embedding_dim", embedding_dim)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.use_bias = bool(use_bias)
 
@@ -950,7 +954,7 @@ class PatchEmbedding(keras.layers.Layer):
             )
         self.grid = (height // self.patch_size, width // self.patch_size)
         self.projection = fast.Conv2D(
-            self.embed_dim, self.patch_size, strides=self.patch_size,
+            self.embedding_dim, self.patch_size, strides=self.patch_size,
             kernel_initializer=self.kernel_initializer, use_bias=self.use_bias,
             dtype=self.dtype_policy, name="projection",
         )
@@ -958,17 +962,17 @@ class PatchEmbedding(keras.layers.Layer):
 
     def call(self, images):
         x = self.projection(images)  # (B, H/p, W/p, D)
-        return ops.reshape(x, (-1, self.grid[0] * self.grid[1], self.embed_dim))
+        return ops.reshape(x, (-1, self.grid[0] * self.grid[1], self.embedding_dim))
 
     def compute_output_shape(self, input_shape):
         patches = (input_shape[1] // self.patch_size) * (input_shape[2] // self.patch_size)
-        return (input_shape[0], patches, self.embed_dim)
+        return (input_shape[0], patches, self.embedding_dim)
 
     def get_config(self):
         return {
             **super().get_config(),
             "patch_size": self.patch_size,
-            "embed_dim": self.embed_dim,
+            "embedding_dim": self.embedding_dim,
             "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
             "use_bias": self.use_bias,
         }

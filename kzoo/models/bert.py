@@ -157,7 +157,7 @@ class BERT(ZooModel):
         padding_mask = PaddingMask(name="padding_mask")(token_ids)  # (B, T), True at tokens
         token_embedding = TokenAndPositionEmbedding(
             vocabulary_size, hidden_dim, position_encoding="learned",
-            max_length=max_sequence_length, scale_embeddings=False,
+            max_sequence_length=max_sequence_length, scale_embeddings=False,
             embeddings_initializer=_initializer(),
             name="token_embedding",
         )

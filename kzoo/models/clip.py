@@ -310,7 +310,7 @@ class CLIPDualEncoder(ZooModel):
         )
         x = TokenAndPositionEmbedding(
             vocabulary_size, text_hidden_dim, position_encoding="learned",
-            max_length=max_sequence_length, scale_embeddings=False, name="token_embedding",
+            max_sequence_length=max_sequence_length, scale_embeddings=False, name="token_embedding",
         )(token_ids)  # (B, T, W)
         for i in range(num_text_layers):
             x = TransformerEncoderBlock(

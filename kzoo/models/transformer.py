@@ -458,7 +458,7 @@ class TransformerLM(ZooModel):
         # === Layers ===
         token_embedding = TokenAndPositionEmbedding(
             vocabulary_size, hidden_dim, position_encoding=position_encoding,
-            max_length=max_sequence_length, scale_embeddings=position_encoding == "sinusoidal",
+            max_sequence_length=max_sequence_length, scale_embeddings=position_encoding == "sinusoidal",
             name="token_embedding",
         )
         blocks = [
