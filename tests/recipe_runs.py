@@ -15,6 +15,6 @@ def load_recipe(name):
 
 
 def smoke_run(name, output_dir, *flags):
-    """Run `recipes/<name>.py --smoke --verbose 0 --output-dir OUTPUT_DIR FLAGS`; return its metrics."""
+    """Run `recipes/<name>.py --smoke --verbose 0 --output-dir DIR FLAGS`; return its metrics."""
     return load_recipe(name).main(
         ["--smoke", "--verbose", "0", "--output-dir", str(output_dir), *flags])
