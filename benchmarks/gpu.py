@@ -44,17 +44,7 @@ CONTENDERS = ("torch_eager", "torch_compile", "kzoo_jax", "kzoo_torch", "kzoo_te
 # === Cases ===
 def make_gpu_cases(tiny=False):
     """name -> dict(kind, size, batch, classes); `tiny` shrinks every size."""
-    if tiny:
-        return {
-            "vit_b16": dict(kind="vit", image=32, patch=16, d=32, heads=2, layers=1, ff=64,
-                            classes=10, batch=2),
-            "gpt2_small": dict(kind="gpt", length=16, d=32, heads=2, layers=1, ff=64,
-                               vocab=64, batch=2),
-            "resnet50": dict(kind="resnet", image=32, classes=10, batch=2),
-            "bert_base": dict(kind="bert", length=16, d=32, heads=2, layers=1, ff=64,
-                              vocab=64, classes=2, batch=2),
-        }
-    return {
+    cases = {
         "vit_b16": dict(kind="vit", image=224, patch=16, d=768, heads=12, layers=12, ff=3072,
                         classes=1000, batch=64),
         "gpt2_small": dict(kind="gpt", length=1024, d=768, heads=12, layers=12, ff=3072,
@@ -63,6 +53,11 @@ def make_gpu_cases(tiny=False):
         "bert_base": dict(kind="bert", length=512, d=768, heads=12, layers=12, ff=3072,
                           vocab=30522, classes=2, batch=16),
     }
+    if not tiny:
+        return cases
+    small = dict(image=32, length=16, d=32, heads=2, layers=1, ff=64, vocab=64, batch=2)
+    return {name: {k: small.get(k, min(v, 10) if k == "classes" else v) for k, v in case.items()}
+            for name, case in cases.items()}
 
 
 def train_flops(case):

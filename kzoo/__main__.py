@@ -266,6 +266,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m kzoo", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
+    # Like the recipes' make_parser on purpose: one add_argument per flag, each its own flag.
     p = sub.add_parser("list", help="list registered models with parameter counts",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("pattern", nargs="?", default="*", help="shell-style wildcard")

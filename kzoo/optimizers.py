@@ -52,6 +52,8 @@ class AdamW(_FastAdamUpdate, keras.optimizers.AdamW):
     """
 
 
+# The four classes below are alike on purpose: a `.keras` file names each, so each is
+# declared, registered and documented where a reader looks for it.
 @keras.saving.register_keras_serializable(package="kzoo")
 class SGD(keras.optimizers.SGD):
     """`keras.optimizers.SGD`, saved under a backend-neutral name.

@@ -104,3 +104,18 @@ def all_layers(model):
     for layer in stack:
         seen.append(layer)
     return seen
+
+
+def assert_classifier_interface(model, x, num_features, num_classes):
+    """The classifier is `head`, and `reset_classifier` swaps only it: the features stay."""
+    assert model.get_classifier().name == "head"
+    features = model.feature_extractor()
+    assert features.output_shape == (None, num_features)
+    new = model.reset_classifier(num_classes)
+    assert new.output_shape == (None, num_classes) and new.name == model.name
+    np.testing.assert_allclose(
+        new.feature_extractor().predict(x, verbose=0),
+        features.predict(x, verbose=0),
+        rtol=1e-5,
+        atol=1e-5,
+    )

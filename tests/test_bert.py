@@ -4,6 +4,7 @@ import keras
 import numpy as np
 import pytest
 from harness import tiny_model
+from recipe_runs import load_recipe, smoke_run
 from torch_weights import load_torch_encoder_layer
 
 import kzoo
@@ -175,15 +176,9 @@ def test_bert_matches_a_torch_reference(head):
 @pytest.mark.slow
 @pytest.mark.once
 def test_bert_recipe_smoke(tmp_path):
-    import importlib.util
     import json
-    import pathlib
 
-    path = pathlib.Path(__file__).resolve().parents[1] / "recipes" / "bert.py"
-    spec = importlib.util.spec_from_file_location("bert_recipe", path)
-    recipe = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(recipe)
-    recipe.main(["--smoke", "--verbose", "0", "--output-dir", str(tmp_path)])
+    smoke_run("bert", tmp_path)
     record = json.loads((tmp_path / "metrics.json").read_text())
     for name in ("model.keras", "history.csv", "learning_curve.png"):
         assert (tmp_path / name).exists(), name
@@ -192,13 +187,7 @@ def test_bert_recipe_smoke(tmp_path):
 
 
 def test_masking_follows_the_80_10_10_rule():
-    import importlib.util
-    import pathlib
-
-    path = pathlib.Path(__file__).resolve().parents[1] / "recipes" / "bert.py"
-    spec = importlib.util.spec_from_file_location("bert_recipe", path)
-    recipe = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(recipe)
+    recipe = load_recipe("bert")
     rng = np.random.default_rng(0)
     tokens = rng.integers(5, 50, size=(400, 50)).astype("int32")
     tokens[:, 0] = 1  # [CLS] is never masked

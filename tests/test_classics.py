@@ -4,6 +4,7 @@ import keras
 import numpy as np
 import pytest
 from harness import tiny_model
+from recipe_runs import smoke_run
 
 import kzoo
 from kzoo.layers.efficientnet import compound_scaling, mbconv_block, round_filters
@@ -152,6 +153,19 @@ def dense_kernel(weight, channels_height_width=None):
     return w.T
 
 
+def assert_matches_torch(model, reference, shape):
+    """`model` (NHWC, inference) and the torch `reference` (NCHW) agree on one random batch."""
+    import torch
+
+    x = np.random.default_rng(0).standard_normal(shape).astype("float32")
+    with torch.no_grad():
+        expected = reference(torch.from_numpy(x).permute(0, 3, 1, 2))
+    if expected.ndim == 4:  # feature maps come back NCHW
+        expected = expected.permute(0, 2, 3, 1)
+    got = keras.ops.convert_to_numpy(model(x, training=False))
+    np.testing.assert_allclose(got, expected.numpy(), rtol=1e-4, atol=1e-5)
+
+
 def test_lenet5_matches_torch():
     torch = pytest.importorskip("torch")
     nn = torch.nn
@@ -168,10 +182,7 @@ def test_lenet5_matches_torch():
     for name, index, chw in (("c5", 7, (16, 5, 5)), ("f6", 9, None), ("head", 11, None)):
         m = reference[index]
         model.get_layer(name).set_weights([dense_kernel(m.weight, chw), m.bias.detach().numpy()])
-    x = np.random.default_rng(0).standard_normal((3, 32, 32, 1)).astype("float32")
-    expected = reference(torch.from_numpy(x).permute(0, 3, 1, 2)).detach().numpy()
-    got = keras.ops.convert_to_numpy(model(x, training=False))
-    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+    assert_matches_torch(model, reference, (3, 32, 32, 1))
 
 
 def test_two_tower_alexnet_matches_torch():
@@ -200,10 +211,7 @@ def test_two_tower_alexnet_matches_torch():
     for name, index, chw in (("fc6", 17, (f[4], 6, 6)), ("fc7", 19, None), ("head", 21, None)):
         m = reference[index]
         model.get_layer(name).set_weights([dense_kernel(m.weight, chw), m.bias.detach().numpy()])
-    x = np.random.default_rng(0).standard_normal((2, 99, 99, 3)).astype("float32")
-    expected = reference(torch.from_numpy(x).permute(0, 3, 1, 2)).detach().numpy()
-    got = keras.ops.convert_to_numpy(model(x, training=False))
-    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+    assert_matches_torch(model, reference, (2, 99, 99, 3))
 
 
 def set_bn(layer, bn):
@@ -258,12 +266,7 @@ def test_mbconv_block_matches_torch(strides, in_filters, filters, expand):
     set_bn(block.get_layer("b_project_bn"), project_bn)
     for m in (expand_bn, dw_bn, project_bn):
         m.eval()
-
-    x = np.random.default_rng(0).standard_normal((2, 9, 9, in_filters)).astype("float32")
-    with torch.no_grad():
-        expected = reference(torch.from_numpy(x).permute(0, 3, 1, 2)).permute(0, 2, 3, 1).numpy()
-    got = keras.ops.convert_to_numpy(block(x, training=False))
-    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+    assert_matches_torch(block, reference, (2, 9, 9, in_filters))
 
 
 def test_inception_module_matches_torch():
@@ -294,12 +297,7 @@ def test_inception_module_matches_torch():
         module.get_layer(f"m_{suffix}_conv").set_weights(
             [conv_kernel(m.weight), m.bias.detach().numpy()]
         )
-    x = np.random.default_rng(0).standard_normal((2, 7, 7, c)).astype("float32")
-    with torch.no_grad():
-        expected = forward(torch.from_numpy(x).permute(0, 3, 1, 2)).permute(0, 2, 3, 1).numpy()
-    np.testing.assert_allclose(
-        keras.ops.convert_to_numpy(module(x)), expected, rtol=1e-4, atol=1e-5
-    )
+    assert_matches_torch(module, forward, (2, 7, 7, c))
 
 
 # === Recipe ===
@@ -316,14 +314,7 @@ def _run_folder_ok(folder):
 @pytest.mark.slow
 @pytest.mark.once
 def test_classics_recipe_smoke(tmp_path):
-    import importlib.util
-    import pathlib
-
-    path = pathlib.Path(__file__).resolve().parents[1] / "recipes" / "classics.py"
-    spec = importlib.util.spec_from_file_location("classics_recipe", path)
-    recipe = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(recipe)
-    recipe.main(["--smoke", "--verbose", "0", "--output-dir", str(tmp_path)])
+    smoke_run("classics", tmp_path)
     metrics = _run_folder_ok(tmp_path)
     assert metrics["image_size"] == 32 and metrics["params"] == 61_706
     assert 0.0 <= metrics["test_accuracy"] <= 1.0
@@ -332,15 +323,7 @@ def test_classics_recipe_smoke(tmp_path):
 @pytest.mark.slow
 @pytest.mark.once
 def test_classics_recipe_smoke_googlenet_aux_heads(tmp_path):
-    import importlib.util
-    import pathlib
-
-    path = pathlib.Path(__file__).resolve().parents[1] / "recipes" / "classics.py"
-    spec = importlib.util.spec_from_file_location("classics_recipe", path)
-    recipe = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(recipe)
-    recipe.main(["--smoke", "--verbose", "0", "--output-dir", str(tmp_path),
-                 "--model", "googlenet", "--aux-heads", "--width", "0.0625"])
+    smoke_run("classics", tmp_path, "--model", "googlenet", "--aux-heads", "--width", "0.0625")
     assert 0.0 <= _run_folder_ok(tmp_path)["test_accuracy"] <= 1.0
 
 

@@ -4,6 +4,7 @@ import keras
 import numpy as np
 import pytest
 from harness import tiny_model
+from recipe_runs import smoke_run
 
 import kzoo
 from kzoo.data.captions import VOCAB, class_prompts, tokenize
@@ -100,16 +101,9 @@ def test_class_prompts_name_each_digit():
 @pytest.mark.slow
 @pytest.mark.once
 def test_clip_recipe_smoke(tmp_path):
-    import importlib.util
     import json
-    import pathlib
 
-    path = pathlib.Path(__file__).resolve().parents[1] / "recipes" / "clip.py"
-    spec = importlib.util.spec_from_file_location("clip_recipe", path)
-    recipe = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(recipe)
-    recipe.main(["--smoke", "--verbose", "0", "--output-dir", str(tmp_path),
-                 "--width", "16", "--layers", "1", "--embed-dim", "8"])
+    smoke_run("clip", tmp_path, "--width", "16", "--layers", "1", "--embed-dim", "8")
     record = json.loads((tmp_path / "metrics.json").read_text())
     for name in ("model.keras", "history.csv", "learning_curve.png"):
         assert (tmp_path / name).exists(), name

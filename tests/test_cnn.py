@@ -3,6 +3,7 @@
 import keras
 import numpy as np
 import pytest
+from harness import assert_classifier_interface
 
 import kzoo
 from kzoo.layers import fast
@@ -61,18 +62,8 @@ def test_conv_bn_act_names_and_no_bias_before_batch_norm():
 
 def test_classifier_interface():
     model = kzoo.create_model("simple_cnn", input_shape=(8, 8, 1), dropout=0.2, **TINY)
-    assert model.get_classifier().name == "head"
-    features = model.feature_extractor()
-    assert features.output_shape == (None, 8)
     x = np.random.default_rng(0).standard_normal((2, 8, 8, 1)).astype("float32")
-    new = model.reset_classifier(7)
-    assert new.output_shape == (None, 7)
-    np.testing.assert_allclose(
-        new.feature_extractor().predict(x, verbose=0),
-        features.predict(x, verbose=0),
-        rtol=1e-5,
-        atol=1e-5,
-    )
+    assert_classifier_interface(model, x, num_features=8, num_classes=7)
 
 
 @pytest.mark.parametrize(

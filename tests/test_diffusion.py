@@ -5,6 +5,7 @@ import math
 import keras
 import numpy as np
 import pytest
+from recipe_runs import smoke_run
 
 import kzoo
 from kzoo.models.diffusion import noise_schedule
@@ -100,16 +101,9 @@ def test_generate_rejects_an_unknown_sampler():
 @pytest.mark.slow
 @pytest.mark.once
 def test_recipe_smoke(tmp_path):
-    import importlib.util
     import json
-    import pathlib
 
-    path = pathlib.Path(__file__).resolve().parents[1] / "recipes" / "diffusion.py"
-    spec = importlib.util.spec_from_file_location("diffusion_recipe", path)
-    recipe = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(recipe)
-    recipe.main(["--smoke", "--verbose", "0", "--output-dir", str(tmp_path), "--filters", "8",
-                 "--timesteps", "20", "--ddpm-samples", "4"])
+    smoke_run("diffusion", tmp_path, "--filters", "8", "--timesteps", "20", "--ddpm-samples", "4")
     for name in ("model.keras", "metrics.json", "samples_epoch_001.png", "samples_ddpm.png"):
         assert (tmp_path / name).exists(), name
     metrics = json.loads((tmp_path / "metrics.json").read_text())["metrics"]

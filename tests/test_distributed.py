@@ -109,6 +109,14 @@ def assert_same_weights(folder, expected):
     assert any(np.abs(w).sum() > 0 for w in got)
 
 
+def assert_data_parallel_trains_as_one_device(script, expected, folder, envs):
+    """One process per env trains data-parallel over two replicas, to the reference weights."""
+    outputs = launch([([sys.executable, str(script), str(folder), "data_parallel"], env)
+                      for env in envs])
+    assert "replicas: 2" in outputs[0]
+    assert_same_weights(folder, expected)
+
+
 def needs(backend):
     if BACKEND != backend:
         pytest.skip(f"this path needs KERAS_BACKEND={backend}")
@@ -120,34 +128,25 @@ def test_jax_data_parallel_on_two_simulated_devices(request, tmp_path):
     needs("jax")
     script, expected = request.getfixturevalue("reference")  # after the skip check
     env = base_env(XLA_FLAGS="--xla_force_host_platform_device_count=2")
-    (out,) = launch([([sys.executable, str(script), str(tmp_path), "data_parallel"], env)])
-    assert "replicas: 2" in out
-    assert_same_weights(tmp_path, expected)
+    assert_data_parallel_trains_as_one_device(script, expected, tmp_path, [env])
 
 
 def test_jax_two_processes_through_keras_distribution_initialize(request, tmp_path):
     needs("jax")
     script, expected = request.getfixturevalue("reference")  # after the skip check
     address = f"127.0.0.1:{free_port()}"
-    commands = [
-        ([sys.executable, str(script), str(tmp_path), "data_parallel"], base_env(
-            KERAS_DISTRIBUTION_JOB_ADDRESSES=address, KERAS_DISTRIBUTION_NUM_PROCESSES="2",
-            KERAS_DISTRIBUTION_PROCESS_ID=str(rank)))
-        for rank in range(2)
-    ]
-    outputs = launch(commands)
-    assert "replicas: 2" in outputs[0]
-    assert_same_weights(tmp_path, expected)
+    envs = [base_env(KERAS_DISTRIBUTION_JOB_ADDRESSES=address, KERAS_DISTRIBUTION_NUM_PROCESSES="2",
+                     KERAS_DISTRIBUTION_PROCESS_ID=str(rank)) for rank in range(2)]
+    assert_data_parallel_trains_as_one_device(script, expected, tmp_path, envs)
 
 
 # === TensorFlow ===
+# Steps like the jax test's on purpose: a test per backend and device flag, each skipped alone.
 def test_tf_mirrored_strategy_on_two_logical_cpus(request, tmp_path):
     needs("tensorflow")
     script, expected = request.getfixturevalue("reference")  # after the skip check
     env = base_env(KZOO_TF_CPU_DEVICES="2")
-    (out,) = launch([([sys.executable, str(script), str(tmp_path), "data_parallel"], env)])
-    assert "replicas: 2" in out
-    assert_same_weights(tmp_path, expected)
+    assert_data_parallel_trains_as_one_device(script, expected, tmp_path, [env])
 
 
 def test_tf_multi_worker_mirrored_strategy_with_tf_config(request, tmp_path):
@@ -156,15 +155,10 @@ def test_tf_multi_worker_mirrored_strategy_with_tf_config(request, tmp_path):
 
     script, expected = request.getfixturevalue("reference")
     workers = [f"127.0.0.1:{free_port()}" for _ in range(2)]
-    commands = [
-        ([sys.executable, str(script), str(tmp_path), "data_parallel"], base_env(
-            TF_CONFIG=json.dumps({"cluster": {"worker": workers},
-                                  "task": {"type": "worker", "index": rank}})))
-        for rank in range(2)
-    ]
-    outputs = launch(commands)
-    assert "replicas: 2" in outputs[0]
-    assert_same_weights(tmp_path, expected)
+    envs = [base_env(TF_CONFIG=json.dumps({"cluster": {"worker": workers},
+                                           "task": {"type": "worker", "index": rank}}))
+            for rank in range(2)]
+    assert_data_parallel_trains_as_one_device(script, expected, tmp_path, envs)
 
 
 # === PyTorch ===

@@ -84,13 +84,18 @@ def _assert_same(reference, layer, x, training=None, atol=1e-4):
         np.testing.assert_allclose(g, e, rtol=1e-4, atol=atol)
 
 
+def _assert_equals_keras(keras_cls, kzoo_cls, config, shape):
+    """The kzoo layer and its Keras twin agree (outputs, gradients, state) on a random input."""
+    reference, layer = _pair(keras_cls, kzoo_cls, config, shape)
+    x = np.random.default_rng(0).normal(size=shape).astype("float32")
+    _assert_same(reference, layer, x)
+
+
 @pytest.mark.parametrize("config", [dict(units=7), dict(units=4, use_bias=False,
                                                         activation="gelu")], ids=str)
 @pytest.mark.parametrize("shape", [(3, 5), (3, 5, 6), (2, 3, 4, 6)])
 def test_dense_equals_keras(config, shape):
-    reference, layer = _pair(keras.layers.Dense, fast.Dense, config, shape)
-    x = np.random.default_rng(0).normal(size=shape).astype("float32")
-    _assert_same(reference, layer, x)
+    _assert_equals_keras(keras.layers.Dense, fast.Dense, config, shape)
 
 
 @pytest.mark.parametrize("axes", [1, 2])
@@ -117,10 +122,7 @@ def test_contract_equals_tensordot_forward_and_backward(axes):
 @pytest.mark.parametrize("config", CONV_CASES, ids=str)
 @pytest.mark.parametrize("size", [(9, 8), (8, 8)])
 def test_conv2d_equals_keras(config, size):
-    shape = (3, *size, 6)
-    reference, layer = _pair(keras.layers.Conv2D, fast.Conv2D, config, shape)
-    x = np.random.default_rng(0).normal(size=shape).astype("float32")
-    _assert_same(reference, layer, x)
+    _assert_equals_keras(keras.layers.Conv2D, fast.Conv2D, config, (3, *size, 6))
 
 
 @pytest.mark.parametrize("chunks", [2, 3])
@@ -155,10 +157,7 @@ def test_conv_gradient_in_batch_chunks_equals_xla_gradient(chunks):
 @pytest.mark.parametrize("config", TRANSPOSE_CASES, ids=str)
 @pytest.mark.parametrize("size", [(7, 6), (4, 4)])
 def test_conv2d_transpose_equals_keras(config, size):
-    shape = (3, *size, 6)
-    reference, layer = _pair(keras.layers.Conv2DTranspose, fast.Conv2DTranspose, config, shape)
-    x = np.random.default_rng(0).normal(size=shape).astype("float32")
-    _assert_same(reference, layer, x)
+    _assert_equals_keras(keras.layers.Conv2DTranspose, fast.Conv2DTranspose, config, (3, *size, 6))
 
 
 POOL_CASES = [

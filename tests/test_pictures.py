@@ -14,6 +14,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
+from spies import record_returns
 
 from kzoo.training import plots, sample_grid
 
@@ -143,14 +144,7 @@ def test_attention_map_has_a_colour_bar_token_ticks_and_labels(tmp_path):
 
 def test_seq2seq_recipe_attention_map_names_characters_and_the_run(tmp_path, monkeypatch):
     plot = runpy.run_path(str(ROOT / "recipes" / "seq2seq.py"))["plot_attention"]
-    captured = []
-    real = plots.plot_attention
-
-    def capture(*args, **kwargs):
-        captured.append(real(*args, **kwargs))
-        return captured[-1]
-
-    monkeypatch.setattr(plots, "plot_attention", capture)
+    captured = record_returns(monkeypatch, plots, "plot_attention")
     plot("may 1", "05-01", np.full((7, 5), 0.2), tmp_path / "attention.png",
          title="seq2seq recipe: seq2seq_attention on dates (jax backend)")
     heat = captured[0].axes[0]
@@ -175,14 +169,7 @@ def test_sample_grid_has_its_title_and_caption_and_no_plot_ticks(tmp_path):
 
 
 def test_sample_grid_callback_titles_each_grid_with_its_epoch(tmp_path, monkeypatch):
-    captured = []
-    real = sample_grid.save_image_grid
-
-    def capture(*args, **kwargs):
-        captured.append(real(*args, **kwargs))
-        return captured[-1]
-
-    monkeypatch.setattr(sample_grid, "save_image_grid", capture)
+    captured = record_returns(monkeypatch, sample_grid, "save_image_grid")
     import kzoo
 
     vae = kzoo.create_model("vae", input_shape=(8, 8, 1), latent_dim=2, hidden_units=(8,))

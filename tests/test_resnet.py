@@ -3,6 +3,8 @@
 import keras
 import numpy as np
 import pytest
+from harness import assert_classifier_interface
+from recipe_runs import smoke_run
 
 import kzoo
 from kzoo.layers.conv import basic_block, bottleneck_block
@@ -75,18 +77,8 @@ def test_classifier_interface():
     model = kzoo.create_model(
         "resnet18", input_shape=(16, 16, 3), num_classes=3, width=4, dropout=0.1
     )
-    assert model.get_classifier().name == "head"
-    features = model.feature_extractor()
-    assert features.output_shape == (None, 32)
-    new = model.reset_classifier(6)
-    assert new.output_shape == (None, 6) and new.name == model.name
     x = np.random.default_rng(0).standard_normal((2, 16, 16, 3)).astype("float32")
-    np.testing.assert_allclose(
-        new.feature_extractor().predict(x, verbose=0),
-        features.predict(x, verbose=0),
-        rtol=1e-5,
-        atol=1e-5,
-    )
+    assert_classifier_interface(model, x, num_features=32, num_classes=6)
 
 
 @pytest.mark.parametrize(
@@ -187,26 +179,9 @@ def test_block_matches_torch_reference(kind):
 @pytest.mark.once
 def test_resnet_recipe_smoke_run_on_digits(tmp_path):
     import json
-    import pathlib
-    import runpy
 
-    path = pathlib.Path(__file__).resolve().parents[1] / "recipes" / "resnet.py"
-    main = runpy.run_path(str(path))["main"]
-    argv = [
-        "--smoke",
-        "--dataset",
-        "digits",
-        "--width",
-        "4",
-        "--zero-init-residual",
-        "--schedule",
-        "plateau",
-        "--output-dir",
-        str(tmp_path),
-        "--verbose",
-        "0",
-    ]
-    metrics = main(argv)
+    metrics = smoke_run("resnet", tmp_path, "--dataset", "digits", "--width", "4",
+                        "--zero-init-residual", "--schedule", "plateau")
     assert 0.0 <= metrics["test_accuracy"] <= 1.0
     assert metrics["augmentation"] == "translate"  # never flip digits
     for f in ["model.keras", "history.csv", "learning_curve.png", "metrics.json"]:

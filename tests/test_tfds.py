@@ -72,6 +72,7 @@ if tfds is not None:
                 png.seek(0)
                 yield i, {"image": png, "label": i % CLASSES}
 
+    # Shaped like KzooTinyImages on purpose: TFDS's builder API, written the way users write it.
     class KzooTinyTexts(tfds.core.GeneratorBasedBuilder):
         """Short texts whose first word names their class; 'alpha' is the most frequent."""
 

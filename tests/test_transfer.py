@@ -3,6 +3,7 @@
 import keras
 import numpy as np
 import pytest
+from recipe_runs import load_recipe, smoke_run
 
 import kzoo
 from kzoo.training import transfer
@@ -146,23 +147,8 @@ def test_first_matching_pattern_wins_and_bad_multipliers_raise():
 @pytest.mark.once
 def test_transfer_recipe_smoke_run(tmp_path):
     import json
-    import pathlib
-    import runpy
 
-    path = pathlib.Path(__file__).resolve().parents[1] / "recipes" / "transfer.py"
-    main = runpy.run_path(str(path))["main"]
-    argv = [
-        "--smoke",
-        "--width",
-        "4",
-        "--image-size",
-        "12",
-        "--output-dir",
-        str(tmp_path),
-        "--verbose",
-        "0",
-    ]
-    metrics = main(argv)
+    metrics = smoke_run("transfer", tmp_path, "--width", "4", "--image-size", "12")
     for key in ("pretrain", "frozen_backbone", "finetuned", "scratch"):
         assert 0.0 <= metrics[f"{key}_test_accuracy"] <= 1.0
     for f in ["model.keras", "history.csv", "learning_curve.png", "metrics.json"]:
@@ -173,7 +159,8 @@ def test_transfer_recipe_smoke_run(tmp_path):
     model = keras.saving.load_model(tmp_path / "model.keras", safe_mode=True)
     assert model.output_shape == (None, 10)
     with pytest.raises(SystemExit):
-        main(["--smoke", "--schedule", "plateau", "--output-dir", str(tmp_path)])
+        load_recipe("transfer").main(
+            ["--smoke", "--schedule", "plateau", "--output-dir", str(tmp_path)])
 
 
 def test_a_reloaded_partially_frozen_model_keeps_its_frozen_layers(tmp_path):

@@ -102,6 +102,7 @@ def test_encoder_block_matches_torch(norm_first, masked):
     np.testing.assert_allclose(out, expected, atol=1e-5, rtol=1e-5)
 
 
+# Parallel to the encoder test on purpose: another block, torch layer, inputs and masks.
 @pytest.mark.parametrize("norm_first", [False, True])
 @pytest.mark.parametrize("masked", [False, True])
 def test_decoder_block_matches_torch(norm_first, masked):

@@ -16,6 +16,8 @@ import pytest
 
 keras_tuner = pytest.importorskip("keras_tuner")
 
+from spies import record_returns  # noqa: E402
+
 from kzoo.training import search, search_space, tuning_report  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -256,14 +258,7 @@ def test_smoke_search(tmp_path, kind, trials):
 def test_smoke_search_picture_names_recipe_model_dataset_and_backend(tmp_path, monkeypatch):
     from kzoo.training import plots
 
-    captured = []
-    real = tuning_report.search_figure
-
-    def capture(*args, **kwargs):
-        captured.append(real(*args, **kwargs))
-        return captured[-1]
-
-    monkeypatch.setattr(tuning_report, "search_figure", capture)
+    captured = record_returns(monkeypatch, tuning_report, "search_figure")
     tune_main(QUIET + ["--max-trials", "1", "--output-dir", str(tmp_path)])
     [fig] = captured
     dataset = json.loads((tmp_path / "metrics.json").read_text())["dataset"]

@@ -304,17 +304,13 @@ def test_clip_export_loads_strictly_in_transformers(tmp_path):
 
 
 def test_lm_recipe_samples_text_from_a_gpt2_checkpoint(refs, capsys):
-    import importlib.util
+    from recipe_runs import load_recipe
 
     from kzoo.models.generation import generate_text
 
     folder = refs("gpt2")
-    path = Path(__file__).resolve().parents[1] / "recipes" / "lm.py"
-    spec = importlib.util.spec_from_file_location("lm_recipe", path)
-    recipe = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(recipe)
-    text = recipe.main(["--weights", str(folder), "--prompt", "the lazy", "--sample-length", "4",
-                        "--seed", "3"])
+    text = load_recipe("lm").main(["--weights", str(folder), "--prompt", "the lazy",
+                                   "--sample-length", "4", "--seed", "3"])
     assert text.startswith("the lazy") and text in capsys.readouterr().out
     model = kzoo.create_model("transformer_lm", weights=str(folder))
     same = generate_text(model, "the lazy", max_new_tokens=4, method="sample", temperature=0.8,

@@ -26,22 +26,27 @@ def _norm(layer, norm):
     layer.set_weights([norm.weight.detach().numpy(), norm.bias.detach().numpy()])
 
 
-def load_torch_encoder_layer(block, torch_layer):
+def _self_attention(block, torch_layer):
     load_torch_attention(block.self_attention, torch_layer.self_attn)
     _norm(block.self_attention_norm, torch_layer.norm1)
+
+
+def _feed_forward(block, torch_layer, norm):
     _dense(block.ff_dense_1, torch_layer.linear1)
     _dense(block.ff_dense_2, torch_layer.linear2)
-    _norm(block.ff_norm, torch_layer.norm2)
+    _norm(block.ff_norm, norm)
+
+
+def load_torch_encoder_layer(block, torch_layer):
+    _self_attention(block, torch_layer)
+    _feed_forward(block, torch_layer, torch_layer.norm2)
 
 
 def load_torch_decoder_layer(block, torch_layer):
-    load_torch_attention(block.self_attention, torch_layer.self_attn)
-    _norm(block.self_attention_norm, torch_layer.norm1)
+    _self_attention(block, torch_layer)
     load_torch_attention(block.cross_attention, torch_layer.multihead_attn)
     _norm(block.cross_attention_norm, torch_layer.norm2)
-    _dense(block.ff_dense_1, torch_layer.linear1)
-    _dense(block.ff_dense_2, torch_layer.linear2)
-    _norm(block.ff_norm, torch_layer.norm3)
+    _feed_forward(block, torch_layer, torch_layer.norm3)
 
 
 def load_torch_transformer(model, transformer, *, swap_final_norms=False):

@@ -230,18 +230,10 @@ def _tf_multi_worker_build(model, strategy, x, y, batch_size):
     # across replicas with strategy.reduce; eagerly, under
     # MultiWorkerMirroredStrategy, that reduce rejects the per-replica batch.
     # Building from a host sample of the same shapes avoids the reduce.
+    from kzoo.data import _map_arrays
+
     per_replica = max(1, batch_size // strategy.num_replicas_in_sync)
-
-    def head(a):
-        if a is None:
-            return None
-        if isinstance(a, dict):
-            return {k: head(v) for k, v in a.items()}
-        if isinstance(a, (list, tuple)):
-            return type(a)(head(v) for v in a)
-        return np.asarray(a[:per_replica])
-
-    sample = (head(x), head(y))
+    sample = tuple(_map_arrays(lambda a: np.asarray(a[:per_replica]), v) for v in (x, y))
 
     def build(iterator=None, data_batch=None):
         with strategy.scope():

@@ -55,13 +55,15 @@ def _torch(name, tensor):
     return torch
 
 
-def _prepare(torch, inputs, state, kernel, go_backwards):
-    dtype = kernel.dtype
+def _prepare(torch, inputs, state, weights, go_backwards):
+    """The weights as tensors; inputs and state (as (1, B, U)) in the kernel's dtype."""
+    weights = [keras.ops.convert_to_tensor(w) for w in weights]
+    dtype = weights[0].dtype
     inputs = keras.ops.convert_to_tensor(inputs).to(dtype)
     if go_backwards:
         inputs = torch.flip(inputs, dims=[1])
     state = [keras.ops.convert_to_tensor(s).to(dtype).unsqueeze(0) for s in state]  # (1, B, U)
-    return inputs, state
+    return inputs, state, weights
 
 
 def _finish(outputs, last, states, return_sequences):
@@ -85,10 +87,8 @@ def lstm(inputs, initial_state, kernel, recurrent_kernel, bias, *, go_backwards,
     torch = _torch("lstm", kernel)
     if torch is None:
         return None
-    kernel, recurrent_kernel, bias = (
-        keras.ops.convert_to_tensor(w) for w in (kernel, recurrent_kernel, bias)
-    )
-    inputs, (h, c) = _prepare(torch, inputs, initial_state, kernel, go_backwards)
+    inputs, (h, c), (kernel, recurrent_kernel, bias) = _prepare(
+        torch, inputs, initial_state, (kernel, recurrent_kernel, bias), go_backwards)
     params = [kernel.T.contiguous(), recurrent_kernel.T.contiguous(), bias,
               torch.zeros_like(bias)]
     # (input, hx, params, has_biases, num_layers, dropout, train, bidirectional, batch_first)
@@ -113,10 +113,8 @@ def gru(inputs, initial_state, kernel, recurrent_kernel, bias, *, go_backwards,
     torch = _torch("gru", kernel)
     if torch is None:
         return None
-    kernel, recurrent_kernel, bias = (
-        keras.ops.convert_to_tensor(w) for w in (kernel, recurrent_kernel, bias)
-    )
-    inputs, (h,) = _prepare(torch, inputs, initial_state, kernel, go_backwards)
+    inputs, (h,), (kernel, recurrent_kernel, bias) = _prepare(
+        torch, inputs, initial_state, (kernel, recurrent_kernel, bias), go_backwards)
 
     def to_torch_order(matrix):  # gate blocks along the last axis: (z, r, h) -> (r, z, h)
         z, r, n = torch.chunk(matrix, 3, dim=-1)

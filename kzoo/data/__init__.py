@@ -66,11 +66,23 @@ class Dataset:
 
 
 def _length(x):
+    """The number of examples in `x` (an array, or a dict, list or tuple of them)."""
     if isinstance(x, dict):
         x = next(iter(x.values()))
     elif isinstance(x, (list, tuple)):
         x = x[0]
     return len(x)
+
+
+def _map_arrays(fn, x):
+    """`fn` on every array in `x`, keeping its nesting of dicts, lists and tuples; None stays."""
+    if x is None:
+        return None
+    if isinstance(x, dict):
+        return {k: _map_arrays(fn, v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return type(x)(_map_arrays(fn, v) for v in x)
+    return fn(x)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -186,17 +186,26 @@ def numbers_en_fr(seed=0, smoke=False, num_train=20000, num_eval=1000):
     x = [{"source_ids": source[a:b], "target_ids": target_in[a:b]} for a, b in cuts]
     y = [target_out[a:b] for a, b in cuts]
     test = slice(num_train + num_eval, total)
+    return _translation_dataset(
+        "numbers_en_fr", SOURCE, x, y, vocabulary, source_length, target_length, smoke,
+        val_numbers=numbers[num_train:num_train + num_eval],
+        test_numbers=numbers[test],
+        test_sources=english_texts[test], test_targets=french_texts[test],
+    )
+
+
+def _translation_dataset(name, source, x, y, vocabulary, source_length, target_length, smoke,
+                         **info):
+    """The `Dataset` both builders return: train, validation, test; the vocabulary in `info`."""
     data = Dataset(
-        name="numbers_en_fr", task="sequence",
+        name=name, task="sequence",
         x_train=x[0], y_train=y[0], x_val=x[1], y_val=y[1], x_test=x[2], y_test=y[2],
-        input_shape=(source_length,), source=SOURCE,
+        input_shape=(source_length,), source=source,
         info={
             "vocabulary": vocabulary, "vocab_size": len(vocabulary),
             "pad_id": PAD, "start_id": START, "end_id": END,
             "source_length": source_length, "target_length": target_length,
-            "val_numbers": numbers[num_train:num_train + num_eval],
-            "test_numbers": numbers[test],
-            "test_sources": english_texts[test], "test_targets": french_texts[test],
+            **info,
         },
     )
     return smoke_slice(data) if smoke else data
@@ -259,14 +268,5 @@ def from_pairs(sources, targets, *, name="pairs", source="given text pairs", see
         x.append({"source_ids": encode(src, vocabulary, source_length),
                   "target_ids": encode(tgt, vocabulary, target_length, add_start=True)})
         y.append(encode(tgt, vocabulary, target_length, add_end=True))
-    data = Dataset(
-        name=name, task="sequence",
-        x_train=x[0], y_train=y[0], x_val=x[1], y_val=y[1], x_test=x[2], y_test=y[2],
-        input_shape=(source_length,), source=source,
-        info={
-            "vocabulary": vocabulary, "vocab_size": len(vocabulary),
-            "pad_id": PAD, "start_id": START, "end_id": END,
-            "source_length": source_length, "target_length": target_length,
-        },
-    )
-    return smoke_slice(data) if smoke else data
+    return _translation_dataset(name, source, x, y, vocabulary, source_length, target_length,
+                                smoke)

@@ -325,6 +325,14 @@ def _titled(title, what):
     return f"{title}\n{what}" if title else what
 
 
+def _saved(plt, fig, path):
+    # Every debug plot ends the same way: lay out, write atomically, close, return the figure.
+    fig.tight_layout()
+    save_figure(fig, path)
+    plt.close(fig)
+    return fig
+
+
 def plot_gradient_norms(history, path, title="", epochs=None):
     """Plot gradient norms per layer (log scale) over the recorded epochs; return the figure.
 
@@ -355,10 +363,7 @@ def plot_gradient_norms(history, path, title="", epochs=None):
     ax.grid(alpha=0.3)
     if len(history) <= 10:
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    save_figure(fig, path)
-    plt.close(fig)
-    return fig
+    return _saved(plt, fig, path)
 
 
 def plot_activation_stats(rows, path, title="", epoch=None):
@@ -387,12 +392,10 @@ def plot_activation_stats(rows, path, title="", epoch=None):
     a2.set_xlabel("layer")
     for ax in (a1, a2):
         ax.grid(alpha=0.3)
-    fig.tight_layout()
-    save_figure(fig, path)
-    plt.close(fig)
-    return fig
+    return _saved(plt, fig, path)
 
 
+# The docstring mirrors plot_activation_stats' on purpose: the same arguments, each in place.
 def plot_weight_stats(rows, path, title="", epoch=None):
     """Plot each weight's mean +- std and its extremes; return the figure.
 
@@ -416,10 +419,7 @@ def plot_weight_stats(rows, path, title="", epoch=None):
     ax.set_title(_titled(title, f"weights{when}"))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    save_figure(fig, path)
-    plt.close(fig)
-    return fig
+    return _saved(plt, fig, path)
 
 
 # === Callbacks ===

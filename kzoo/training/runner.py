@@ -168,6 +168,7 @@ def make_parser(description: str, **defaults: Any) -> argparse.ArgumentParser:
     (3, 0.01, True)
     """
     parser = argparse.ArgumentParser(description=description, formatter_class=HelpFormatter)
+    # One add_argument per flag on purpose: the calls look alike, each declares a different flag.
     g = parser.add_argument_group("training (shared by every recipe)")
     g.add_argument("--epochs", type=_positive_int, default=10, help="training epochs")
     g.add_argument("--batch-size", type=_positive_int, default=64, help="examples per step")
@@ -959,7 +960,7 @@ class Run:
         bx, by = _first_batch(x, y, min(self.args.batch_size, 32))
         cbs = []
         if a.gradient_check:
-            n = min(8, _batch_length(bx))
+            n = min(8, kzoo_data._length(bx))
             cx, cy = _first_batch(bx, by, n)
             report = debugging.gradient_check(model, cx, cy)
             verdict = "passed" if report["passed"] else "FAILED"
@@ -1280,26 +1281,14 @@ def _fit_to_replicas(dataset, devices):
     import dataclasses
 
     def cut(a):
-        if a is None or _is_dataset(a):  # a stream's batches are split by the strategy
+        if _is_dataset(a):  # a stream's batches are split by the strategy
             return a
-        if isinstance(a, dict):
-            return {k: cut(v) for k, v in a.items()}
-        if isinstance(a, (list, tuple)):
-            return type(a)(cut(v) for v in a)
         return a[: len(a) - len(a) % devices]
 
     return dataclasses.replace(dataset, **{
-        f: cut(getattr(dataset, f))
+        f: kzoo_data._map_arrays(cut, getattr(dataset, f))
         for f in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
     })
-
-
-def _batch_length(x):
-    if isinstance(x, dict):
-        x = next(iter(x.values()))
-    elif isinstance(x, (list, tuple)):
-        x = x[0]
-    return len(x)
 
 
 def _first_batch(x, y, n):
@@ -1308,16 +1297,7 @@ def _first_batch(x, y, n):
         batch = next(iter(x))
         return (batch[0], batch[1]) if isinstance(batch, (list, tuple)) else (batch, None)
 
-    def cut(a):
-        if a is None:
-            return None
-        if isinstance(a, dict):
-            return {k: cut(v) for k, v in a.items()}
-        if isinstance(a, (list, tuple)):
-            return type(a)(cut(v) for v in a)
-        return a[:n]
-
-    return cut(x), cut(y)
+    return kzoo_data._map_arrays(lambda a: a[:n], x), kzoo_data._map_arrays(lambda a: a[:n], y)
 
 
 def _is_dataset(x):

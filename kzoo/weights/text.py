@@ -57,6 +57,23 @@ def _count(state, pattern_prefix):
     return len([i for i in found if i.isdigit()])
 
 
+def _sizes(state, *, words, positions, segments=None, layers, ff, ff_out_axis):
+    """The sizes the shapes of a transformer's state dict fix (the keys it has)."""
+    out = {}
+    w = state.get(words)
+    if w is not None:
+        out.update(vocabulary_size=int(w.shape[0]), hidden_dim=int(w.shape[1]))
+    for key, name in ((positions, "max_sequence_length"), (segments, "num_segments")):
+        table = state.get(key) if key else None
+        if table is not None:
+            out[name] = int(table.shape[0])
+    out["num_layers"] = _count(state, layers)
+    f = state.get(ff)
+    if f is not None:
+        out["intermediate_dim"] = int(f.shape[ff_out_axis])
+    return out
+
+
 def _tokenizer_metadata(checkpoint):
     names = ("tokenizer.json", "vocab.txt", "vocab.json")
     found = [checkpoint.files[n] for n in names if n in checkpoint.files]
@@ -161,20 +178,11 @@ def _token_and_positions(layer, tokens, positions):
 def _bert_arguments(checkpoint):
     state, config = checkpoint.state, checkpoint.config or {}
     p = _prefix(state, "bert.")
-    out = {}
-    words = state.get(f"{p}embeddings.word_embeddings.weight")
-    if words is not None:
-        out.update(vocabulary_size=int(words.shape[0]), hidden_dim=int(words.shape[1]))
-    positions = state.get(f"{p}embeddings.position_embeddings.weight")
-    if positions is not None:
-        out["max_sequence_length"] = int(positions.shape[0])
-    segments = state.get(f"{p}embeddings.token_type_embeddings.weight")
-    if segments is not None:
-        out["num_segments"] = int(segments.shape[0])
-    out["num_layers"] = _count(state, f"{p}encoder.layer.")
-    ff = state.get(f"{p}encoder.layer.0.intermediate.dense.weight")
-    if ff is not None:
-        out["intermediate_dim"] = int(ff.shape[0])
+    out = _sizes(state, words=f"{p}embeddings.word_embeddings.weight",
+                 positions=f"{p}embeddings.position_embeddings.weight",
+                 segments=f"{p}embeddings.token_type_embeddings.weight",
+                 layers=f"{p}encoder.layer.",
+                 ff=f"{p}encoder.layer.0.intermediate.dense.weight", ff_out_axis=0)  # Linear
     # The kzoo name picks the head (bert_tiny_mlm, or head=...): a classifier
     # from a pre-training checkpoint is where fine-tuning starts.
     if "classifier.weight" in state:
@@ -321,17 +329,9 @@ def _gpt2_arguments(checkpoint):
     state, config = checkpoint.state, checkpoint.config or {}
     p = _prefix(state, "transformer.")
     out = {"activation": "gelu_tanh", "norm_first": True, "position_encoding": "learned",
-           "tie_embeddings": True}
-    words = state.get(f"{p}wte.weight")
-    if words is not None:
-        out.update(vocabulary_size=int(words.shape[0]), hidden_dim=int(words.shape[1]))
-    positions = state.get(f"{p}wpe.weight")
-    if positions is not None:
-        out["max_sequence_length"] = int(positions.shape[0])
-    out["num_layers"] = _count(state, f"{p}h.")
-    ff = state.get(f"{p}h.0.mlp.c_fc.weight")
-    if ff is not None:
-        out["intermediate_dim"] = int(ff.shape[1])
+           "tie_embeddings": True,
+           **_sizes(state, words=f"{p}wte.weight", positions=f"{p}wpe.weight", layers=f"{p}h.",
+                    ff=f"{p}h.0.mlp.c_fc.weight", ff_out_axis=1)}  # Conv1D: (in, out)
     if config:
         for flag in ("scale_attn_by_inverse_layer_idx", "reorder_and_upcast_attn"):
             if config.get(flag):
@@ -346,6 +346,7 @@ def _gpt2_arguments(checkpoint):
                 "that does."
             )
         out["activation"] = _activation(config, "activation_function", "GPT-2")
+        # Read as BERT's are on purpose: each family's config.json has its own names and defaults.
         out["num_heads"] = int(config.get("n_head", 12))
         out["layer_norm_epsilon"] = float(config.get("layer_norm_epsilon", 1e-5))
         out["dropout"] = float(config.get("resid_pdrop", 0.1))

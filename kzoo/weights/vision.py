@@ -1,5 +1,8 @@
 """Converters for vision checkpoints: torchvision and timm CNNs, timm and HF ViTs."""
 
+# Every `register_converter(Converter(...))` below is one explicit record, alike on purpose
+# (as timm's `default_cfgs`): a family's converter reads whole in one place.
+
 from kzoo.weights import ports
 from kzoo.weights.core import Converter, register_converter
 from kzoo.weights.table import imagenet_classes
@@ -90,15 +93,27 @@ def _tv_metadata(c, m):
     return _image_metadata(m.model_config["num_classes"], imagenet_preprocessing())
 
 
+def _tv_classifier_ports(model, names, keys, pooled):
+    """torchvision's AlexNet/VGG classifier: a Linear on the flat features, another, the head."""
+    return (_flattened_dense(model, names[0], f"classifier.{keys[0]}", pooled)
+            + ports.dense(_layer(model, names[1]), f"classifier.{keys[1]}")
+            + ports.dense(_layer(model, "head"), "classifier.6", head=True))
+
+
+def _tv_classifier_arguments(c, hidden):
+    """The head's classes and the hidden Linear's width (`classifier.{hidden}`), when there."""
+    if f"classifier.{hidden}.weight" not in c.state:
+        return {}
+    return {**_head_classes(c, "classifier.6.weight"),
+            "dense_units": int(c.state[f"classifier.{hidden}.weight"].shape[0])}
+
+
 # === AlexNet (torchvision) ===
 def _alexnet_ports(model, checkpoint):
     out = []
     for index, key in zip(range(1, 6), (0, 3, 6, 8, 10)):
         out += ports.conv(_layer(model, f"conv{index}"), f"features.{key}")
-    out += _flattened_dense(model, "fc6", "classifier.1", (6, 6))
-    out += ports.dense(_layer(model, "fc7"), "classifier.4")
-    out += ports.dense(_layer(model, "head"), "classifier.6", head=True)
-    return out
+    return out + _tv_classifier_ports(model, ("fc6", "fc7"), (1, 4), (6, 6))
 
 
 register_converter(Converter(
@@ -108,9 +123,7 @@ register_converter(Converter(
     describe="torchvision AlexNet",
     detect=lambda c: "features.10.weight" in c.state and "classifier.6.weight" in c.state
     and "features.12.weight" not in c.state,
-    arguments=lambda c: {**_head_classes(c, "classifier.6.weight"),
-                         "dense_units": int(c.state["classifier.4.weight"].shape[0])}
-    if "classifier.4.weight" in c.state else {},
+    arguments=lambda c: _tv_classifier_arguments(c, 4),
     ports=_alexnet_ports,
     metadata=_tv_metadata,
 ))
@@ -128,10 +141,7 @@ def _vgg_ports(model, checkpoint):
                 out += ports.batch_norm(_layer(model, f"block{i}_conv{j}_bn"), f"features.{index + 1}")
             index += step
         index += 1  # the max-pool
-    out += _flattened_dense(model, "fc1", "classifier.0", (7, 7))
-    out += ports.dense(_layer(model, "fc2"), "classifier.3")
-    out += ports.dense(_layer(model, "head"), "classifier.6", head=True)
-    return out
+    return out + _tv_classifier_ports(model, ("fc1", "fc2"), (0, 3), (7, 7))
 
 
 register_converter(Converter(
@@ -141,9 +151,7 @@ register_converter(Converter(
     describe="torchvision VGG",
     detect=lambda c: "classifier.6.weight" in c.state and "features.0.weight" in c.state
     and "classifier.3.weight" in c.state,
-    arguments=lambda c: {**_head_classes(c, "classifier.6.weight"),
-                         "dense_units": int(c.state["classifier.3.weight"].shape[0])}
-    if "classifier.3.weight" in c.state else {},
+    arguments=lambda c: _tv_classifier_arguments(c, 3),
     ports=_vgg_ports,
     ignored=("*.num_batches_tracked",),
     extras=ports.batch_norm_counters,
@@ -258,13 +266,19 @@ def _vit_embedding_ports(model, patch_key, cls_key, pos_key):
             + ports.copy(pos, pos_key, source_shape=(1, *pos.shape)))
 
 
-def _timm_vit_ports(model, checkpoint):
-    out = _vit_embedding_ports(model, "patch_embed.proj", "cls_token", "pos_embed")
+def _vit_ports(model, embeddings, block, names, norm, head):
+    """A ViT's ports: embeddings, every `block.format(i)`, the final norm, the head."""
+    out = _vit_embedding_ports(model, *embeddings)
     for i in range(model.model_config["num_layers"]):
-        out += _vit_block_ports(model, i, f"blocks.{i}", names=_TIMM_VIT)
-    out += ports.layer_norm(_layer(model, "final_norm"), "norm")
-    out += ports.dense(_layer(model, "head"), "head", head=True)
+        out += _vit_block_ports(model, i, block.format(i), names=names)
+    out += ports.layer_norm(_layer(model, "final_norm"), norm)
+    out += ports.dense(_layer(model, "head"), head, head=True)
     return out
+
+
+def _timm_vit_ports(model, checkpoint):
+    return _vit_ports(model, ("patch_embed.proj", "cls_token", "pos_embed"), "blocks.{}",
+                      _TIMM_VIT, "norm", "head")
 
 
 def _timm_vit_arguments(c):
@@ -321,13 +335,10 @@ _HF_VIT = {
 
 
 def _hf_vit_ports(model, checkpoint):
-    out = _vit_embedding_ports(model, "vit.embeddings.patch_embeddings.projection",
-                               "vit.embeddings.cls_token", "vit.embeddings.position_embeddings")
-    for i in range(model.model_config["num_layers"]):
-        out += _vit_block_ports(model, i, f"vit.encoder.layer.{i}", names=_HF_VIT)
-    out += ports.layer_norm(_layer(model, "final_norm"), "vit.layernorm")
-    out += ports.dense(_layer(model, "head"), "classifier", head=True)
-    return out
+    embeddings = ("vit.embeddings.patch_embeddings.projection", "vit.embeddings.cls_token",
+                  "vit.embeddings.position_embeddings")
+    return _vit_ports(model, embeddings, "vit.encoder.layer.{}", _HF_VIT, "vit.layernorm",
+                      "classifier")
 
 
 def _hf_vit_arguments(c):
