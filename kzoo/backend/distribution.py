@@ -230,10 +230,10 @@ def _tf_multi_worker_build(model, strategy, x, y, batch_size):
     # across replicas with strategy.reduce; eagerly, under
     # MultiWorkerMirroredStrategy, that reduce rejects the per-replica batch.
     # Building from a host sample of the same shapes avoids the reduce.
-    from kzoo.data import _map_arrays
+    from kzoo.data import map_arrays
 
     per_replica = max(1, batch_size // strategy.num_replicas_in_sync)
-    sample = tuple(_map_arrays(lambda a: np.asarray(a[:per_replica]), v) for v in (x, y))
+    sample = tuple(map_arrays(lambda a: np.asarray(a[:per_replica]), v) for v in (x, y))
 
     def build(iterator=None, data_batch=None):
         with strategy.scope():

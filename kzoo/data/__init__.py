@@ -62,11 +62,19 @@ class Dataset:
         """Number of examples in (train, val, test) (of a stream's too: `info["sizes"]`)."""
         if "sizes" in self.info:
             return tuple(self.info["sizes"])
-        return tuple(_length(x) for x in (self.x_train, self.x_val, self.x_test))
+        return tuple(num_examples(x) for x in (self.x_train, self.x_val, self.x_test))
 
 
-def _length(x):
-    """The number of examples in `x` (an array, or a dict, list or tuple of them)."""
+def num_examples(x):
+    """The number of examples in `x` (an array, or a dict, list or tuple of them).
+
+    Example:
+
+    >>> import numpy as np
+    >>> from kzoo import data
+    >>> data.num_examples({"token_ids": np.zeros((5, 3)), "segment_ids": np.zeros((5, 3))})
+    5
+    """
     if isinstance(x, dict):
         x = next(iter(x.values()))
     elif isinstance(x, (list, tuple)):
@@ -74,14 +82,22 @@ def _length(x):
     return len(x)
 
 
-def _map_arrays(fn, x):
-    """`fn` on every array in `x`, keeping its nesting of dicts, lists and tuples; None stays."""
+def map_arrays(fn, x):
+    """`fn` on every array in `x`, keeping its nesting of dicts, lists and tuples; None stays.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from kzoo import data
+    >>> data.map_arrays(lambda a: a[:2], {"ids": np.arange(5), "mask": (np.ones(5), None)})
+    {'ids': array([0, 1]), 'mask': (array([1., 1.]), None)}
+    """
     if x is None:
         return None
     if isinstance(x, dict):
-        return {k: _map_arrays(fn, v) for k, v in x.items()}
+        return {k: map_arrays(fn, v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
-        return type(x)(_map_arrays(fn, v) for v in x)
+        return type(x)(map_arrays(fn, v) for v in x)
     return fn(x)
 
 

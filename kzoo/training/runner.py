@@ -960,7 +960,7 @@ class Run:
         bx, by = _first_batch(x, y, min(self.args.batch_size, 32))
         cbs = []
         if a.gradient_check:
-            n = min(8, kzoo_data._length(bx))
+            n = min(8, kzoo_data.num_examples(bx))
             cx, cy = _first_batch(bx, by, n)
             report = debugging.gradient_check(model, cx, cy)
             verdict = "passed" if report["passed"] else "FAILED"
@@ -1286,7 +1286,7 @@ def _fit_to_replicas(dataset, devices):
         return a[: len(a) - len(a) % devices]
 
     return dataclasses.replace(dataset, **{
-        f: kzoo_data._map_arrays(cut, getattr(dataset, f))
+        f: kzoo_data.map_arrays(cut, getattr(dataset, f))
         for f in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
     })
 
@@ -1297,7 +1297,7 @@ def _first_batch(x, y, n):
         batch = next(iter(x))
         return (batch[0], batch[1]) if isinstance(batch, (list, tuple)) else (batch, None)
 
-    return kzoo_data._map_arrays(lambda a: a[:n], x), kzoo_data._map_arrays(lambda a: a[:n], y)
+    return kzoo_data.map_arrays(lambda a: a[:n], x), kzoo_data.map_arrays(lambda a: a[:n], y)
 
 
 def _is_dataset(x):
