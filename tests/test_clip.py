@@ -109,7 +109,7 @@ def test_clip_recipe_smoke(tmp_path):
     recipe = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(recipe)
     recipe.main(["--smoke", "--verbose", "0", "--output-dir", str(tmp_path),
-                 "--width", "16", "--layers", "1", "--embed-dim", "8"])
+                 "--hidden-dim", "16", "--num-layers", "1", "--embedding-dim", "8"])
     record = json.loads((tmp_path / "metrics.json").read_text())
     for name in ("model.keras", "history.csv", "learning_curve.png"):
         assert (tmp_path / name).exists(), name
