@@ -14,12 +14,7 @@ offline; `--dataset digits` uses scikit-learn's digits (upsampled to 16x16).
 """
 
 import kzoo
-from kzoo.data.augment import (
-    AUGMENTATIONS,
-    AugmentedBatches,
-    default_augmentation,
-    image_augmentation,
-)
+from kzoo.data.augment import AUGMENTATIONS, training_batches
 from kzoo.training import runner
 
 
@@ -47,11 +42,7 @@ def main(argv=None):
     # === Data, with augmentation ===
     run = runner.Run(args, recipe="vit")
     data = run.load_data(**({"image_size": 16} if args.dataset == "digits" else {}))
-    kind = args.augment
-    if kind == "auto":
-        kind = default_augmentation(data.name, data.input_shape)
-    augment = image_augmentation(kind, input_shape=data.input_shape, seed=args.seed)
-    train = AugmentedBatches(data.x_train, data.y_train, args.batch_size, augment, seed=args.seed)
+    train, kind = training_batches(data, args.augment, args.batch_size, seed=args.seed)
 
     # === Model ===
     model = kzoo.create_model(
