@@ -23,9 +23,14 @@ def main(argv=None):
     parser = runner.make_parser(
         __doc__, epochs=40, batch_size=128, lr=1e-3, dataset="digit_captions"
     )
-    parser.add_argument("--width", type=runner.positive_int, default=64, help="width of both towers")
-    parser.add_argument("--layers", type=runner.positive_int, default=2, help="blocks of each tower")
-    parser.add_argument("--embed-dim", type=runner.positive_int, default=64, help="width of the shared image-text embedding")
+    parser.add_argument("--hidden-dim", type=runner.positive_int, default=64,
+                        help="token width of both towers")
+    parser.add_argument("--num-layers", type=runner.positive_int, default=2, help="blocks of each tower")
+    parser.add_argument("--embedding-dim", type=runner.positive_int, default=64,
+                        help="width of the shared image-text embedding")
+    for old, new in (("--width", "--hidden-dim"), ("--layers", "--num-layers"),
+                     ("--embed-dim", "--embedding-dim")):
+        runner.add_deprecated_alias(parser, old, new)
     args = parser.parse_args(argv)
 
     # === Data ===
@@ -44,15 +49,15 @@ def main(argv=None):
         "clip_dual_encoder",
         image_encoder="vit_tiny",
         image_encoder_kwargs={
-            "input_shape": input_shape, "patch_size": 2, "hidden_dim": args.width,
-            "num_heads": 4, "num_layers": args.layers, "intermediate_dim": 2 * args.width,
+            "input_shape": input_shape, "patch_size": 2, "hidden_dim": args.hidden_dim,
+            "num_heads": 4, "num_layers": args.num_layers, "intermediate_dim": 2 * args.hidden_dim,
         },
         vocabulary_size=len(data.info["vocab"]),
         max_sequence_length=prompts.shape[1],
-        text_hidden_dim=args.width,
+        text_hidden_dim=args.hidden_dim,
         num_text_heads=4,
-        num_text_layers=args.layers,
-        embedding_dim=args.embed_dim,
+        num_text_layers=args.num_layers,
+        embedding_dim=args.embedding_dim,
     )
     run.compile(model, loss=None, metrics=None)  # the model's own contrastive loss
 

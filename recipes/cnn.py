@@ -14,12 +14,7 @@ picks what fits the data: no flips for digits).
 
 import kzoo
 from kzoo import losses
-from kzoo.data.augment import (
-    AUGMENTATIONS,
-    AugmentedBatches,
-    default_augmentation,
-    image_augmentation,
-)
+from kzoo.data.augment import AUGMENTATIONS, training_batches
 from kzoo.training import runner
 
 
@@ -39,13 +34,10 @@ def main(argv=None):
     # === Data ===
     run = runner.Run(args, recipe="cnn")
     data = run.load_data()
-    kind = args.augment
-    if kind == "auto":
-        kind = default_augmentation(data.name, data.input_shape)
-    augment = image_augmentation(kind, input_shape=data.input_shape, seed=args.seed)
-    train = AugmentedBatches(data.x_train, data.y_train, args.batch_size, augment, seed=args.seed)
+    train, kind = training_batches(data, args.augment, args.batch_size, seed=args.seed)
 
     # === Model ===
+    # Spelled out like mlp.py's call on purpose: a recipe names every argument it sets.
     model = kzoo.create_model(
         "simple_cnn",
         input_shape=data.input_shape,

@@ -16,6 +16,10 @@ import kzoo
 from kzoo.training import runner, sample_grid
 
 
+# Reads like gan.py, and its flags like vae.py's and diffusion.py's, on purpose: each
+# generative recipe is a standalone script with its own flags and defaults, and the
+# steps they share are kzoo.training.sample_grid's (compile_players,
+# fit_with_sample_grids, judge_run_samples).
 def main(argv=None):
     parser = runner.make_parser(__doc__, epochs=40, batch_size=64, lr=2e-4, dataset="digits")
     parser.add_argument("--image-size", type=runner.positive_int, default=16, help="square size, a multiple of 4")
@@ -32,19 +36,11 @@ def main(argv=None):
         "dcgan", input_shape=(args.image_size, args.image_size, data.input_shape[-1]),
         latent_dim=args.latent_dim, filters=args.filters, value_range=value_range,
     )
-    d_optimizer, g_optimizer = run.make_optimizer(), run.make_optimizer()
-    for optimizer in (d_optimizer, g_optimizer):
-        if hasattr(optimizer, "beta_1"):
-            optimizer.beta_1 = args.beta_1
-    model.compile(d_optimizer=d_optimizer, g_optimizer=g_optimizer, jit_compile=run.jit_compile)
+    sample_grid.compile_players(run, model, beta_1=args.beta_1)
 
-    grids = sample_grid.SampleGrid(run.dir, every=args.samples_every, value_range=value_range,
-                                   title=run.figure_title(model))
-    run.fit(model, data.x_train, callbacks=[grids])
-    quality = sample_grid.judge_samples(
-        model, data, n=64 if run.smoke else 1000, judge_epochs=1 if run.smoke else 30
-    )
-    return run.finish(model, quality)
+    sample_grid.fit_with_sample_grids(run, model, data.x_train, every=args.samples_every,
+                                      value_range=value_range)
+    return run.finish(model, sample_grid.judge_run_samples(run, model, data))
 
 
 if __name__ == "__main__":

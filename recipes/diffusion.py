@@ -18,6 +18,8 @@ import kzoo
 from kzoo.training import runner, sample_grid
 
 
+# Flags and set-up read like gan.py's on purpose: a standalone script with its own
+# defaults; the steps the generative recipes share are in kzoo.training.sample_grid.
 def main(argv=None):
     parser = runner.make_parser(__doc__, epochs=40, batch_size=64, lr=1e-3, dataset="digits")
     parser.add_argument("--image-size", type=runner.positive_int, default=8,
@@ -46,16 +48,13 @@ def main(argv=None):
     run.compile(model, loss=None, metrics=None)
 
     ddim = {"sampler": "ddim", "steps": 2 if run.smoke else args.ddim_steps}
-    grids = sample_grid.SampleGrid(run.dir, every=args.samples_every, value_range=value_range,
-                                   generate_kwargs=ddim,
-                                   title=run.figure_title(model))
-    run.fit(model, data.x_train, validation_data=(data.x_val, None), callbacks=[grids])
+    sample_grid.fit_with_sample_grids(run, model, data.x_train, every=args.samples_every,
+                                      value_range=value_range, generate_kwargs=ddim,
+                                      validation_data=(data.x_val, None))
     test = model.evaluate(data.x_test, verbose=0, return_dict=True)
     metrics = {"test_noise_mse": round(float(test["noise_mse"]), 4)}
-    metrics.update(sample_grid.judge_samples(
-        model, data, n=64 if run.smoke else 1000, judge_epochs=1 if run.smoke else 30,
-        generate_kwargs=ddim, prefix="ddim",
-    ))
+    metrics.update(sample_grid.judge_run_samples(run, model, data, generate_kwargs=ddim,
+                                                 prefix="ddim"))
     n_ddpm = min(args.ddpm_samples, 4) if run.smoke else args.ddpm_samples
     if n_ddpm:
         ddpm = {"sampler": "ddpm"}
@@ -64,10 +63,8 @@ def main(argv=None):
             samples[:64], run.dir / "samples_ddpm.png", value_range=value_range,
             title=f"{run.figure_title(model)}\nafter training, {args.timesteps} DDPM steps",
             caption=f"{min(n_ddpm, 64)} samples, seed 1, sampler ddpm")
-        metrics.update(sample_grid.judge_samples(
-            model, data, n=n_ddpm, judge_epochs=1 if run.smoke else 30, generate_kwargs=ddpm,
-            prefix="ddpm",
-        ))
+        metrics.update(sample_grid.judge_run_samples(run, model, data, n=n_ddpm,
+                                                     generate_kwargs=ddpm, prefix="ddpm"))
     return run.finish(model, metrics)
 
 

@@ -32,19 +32,11 @@ def main(argv=None):
         "gan", input_shape=tuple(data.input_shape), latent_dim=args.latent_dim,
         hidden_units=tuple(args.hidden_units), value_range=value_range,
     )
-    d_optimizer, g_optimizer = run.make_optimizer(), run.make_optimizer()
-    for optimizer in (d_optimizer, g_optimizer):
-        if hasattr(optimizer, "beta_1"):
-            optimizer.beta_1 = args.beta_1
-    model.compile(d_optimizer=d_optimizer, g_optimizer=g_optimizer, jit_compile=run.jit_compile)
+    sample_grid.compile_players(run, model, beta_1=args.beta_1)
 
-    grids = sample_grid.SampleGrid(run.dir, every=args.samples_every, value_range=value_range,
-                                   title=run.figure_title(model))
-    run.fit(model, data.x_train, callbacks=[grids])
-    quality = sample_grid.judge_samples(
-        model, data, n=64 if run.smoke else 1000, judge_epochs=1 if run.smoke else 30
-    )
-    return run.finish(model, quality)
+    sample_grid.fit_with_sample_grids(run, model, data.x_train, every=args.samples_every,
+                                      value_range=value_range)
+    return run.finish(model, sample_grid.judge_run_samples(run, model, data))
 
 
 if __name__ == "__main__":

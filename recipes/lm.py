@@ -76,10 +76,11 @@ def main(argv=None):
     parser.add_argument("--sequence-length", type=runner.positive_int, default=128, help="characters per training window")
     parser.add_argument("--max-train-chars", type=runner.non_negative_int, default=400_000,
                         help="training characters used (0: all, about 0.7 million)")
-    parser.add_argument("--d-model", type=runner.positive_int, default=128, help="token width")
+    parser.add_argument("--hidden-dim", type=runner.positive_int, default=128, help="token width")
     parser.add_argument("--num-heads", type=runner.positive_int, default=4, help="attention heads")
-    parser.add_argument("--layers", type=runner.positive_int, default=3, help="decoder blocks")
-    parser.add_argument("--d-ff", type=runner.positive_int, default=512, help="feed-forward width")
+    parser.add_argument("--num-layers", type=runner.positive_int, default=3, help="decoder blocks")
+    parser.add_argument("--intermediate-dim", type=runner.positive_int, default=512,
+                        help="feed-forward width")
     parser.add_argument("--dropout", type=runner.fraction, default=0.1, help="dropout rate")
     parser.add_argument("--position-encoding", choices=("learned", "sinusoidal"),
                         default="learned", help="how positions are encoded")
@@ -88,6 +89,9 @@ def main(argv=None):
     parser.add_argument("--weights", default=None,
                         help="a GPT-2 checkpoint to sample from instead of training")
     parser.add_argument("--prompt", default=None, help="text the --weights model continues")
+    for old, new in (("--d-model", "--hidden-dim"), ("--d-ff", "--intermediate-dim"),
+                     ("--layers", "--num-layers")):
+        runner.add_deprecated_alias(parser, old, new)
     args = parser.parse_args(argv)
     if args.weights:
         return continue_prompt(args)
@@ -102,8 +106,8 @@ def main(argv=None):
     length = 24 if run.smoke else args.sample_length
     model = kzoo.create_model(
         "transformer_lm", vocabulary_size=data.info["vocab_size"],
-        max_sequence_length=max(args.sequence_length, length), hidden_dim=args.d_model,
-        num_heads=args.num_heads, num_layers=args.layers, intermediate_dim=args.d_ff,
+        max_sequence_length=max(args.sequence_length, length), hidden_dim=args.hidden_dim,
+        num_heads=args.num_heads, num_layers=args.num_layers, intermediate_dim=args.intermediate_dim,
         dropout=args.dropout, position_encoding=args.position_encoding,
     )
     run.compile(model)  # next-character cross-entropy on logits, and accuracy

@@ -13,12 +13,7 @@ cosine schedule by default (`--schedule plateau` halves it on plateaus), with
 """
 
 import kzoo
-from kzoo.data.augment import (
-    AUGMENTATIONS,
-    AugmentedBatches,
-    default_augmentation,
-    image_augmentation,
-)
+from kzoo.data.augment import AUGMENTATIONS, training_batches
 from kzoo.training import runner
 
 MODELS = ("resnet20_cifar", "resnet56_cifar", "resnet18", "resnet34", "resnet50")
@@ -56,11 +51,7 @@ def main(argv=None):
             "drop the flag."
         )
     data = run.load_data(**({"image_size": args.image_size} if args.image_size else {}))
-    kind = args.augment
-    if kind == "auto":
-        kind = default_augmentation(data.name, data.input_shape)
-    augment = image_augmentation(kind, input_shape=data.input_shape, seed=args.seed)
-    train = AugmentedBatches(data.x_train, data.y_train, args.batch_size, augment, seed=args.seed)
+    train, kind = training_batches(data, args.augment, args.batch_size, seed=args.seed)
 
     # === Model ===
     model = kzoo.create_model(

@@ -27,12 +27,13 @@ def main(argv=None):
     parser.add_argument("--task", choices=tuple(DATASETS), default="classify", help="classify sequences or forecast a series")
     parser.add_argument("--cell", choices=("lstm", "gru"), default="lstm", help="recurrent cell")
     parser.add_argument("--units", type=runner.positive_int, default=64, help="units of each recurrent layer")
-    parser.add_argument("--layers", type=runner.positive_int, default=1, help="stacked recurrent layers")
+    parser.add_argument("--num-layers", type=runner.positive_int, default=1, help="stacked recurrent layers")
     parser.add_argument("--bidirectional", action="store_true", help="read sequences both ways")
     parser.add_argument("--dropout", type=runner.fraction, default=0.1, help="dropout rate")
     parser.add_argument("--pooling", choices=("last", "mean", "max"), default="last", help="how the sequence becomes one vector")
     parser.add_argument("--season", type=runner.positive_int, default=24,
                         help="forecast: period of the seasonal-naive baseline")
+    runner.add_deprecated_alias(parser, "--layers", "--num-layers")
     args = parser.parse_args(argv)
     classify = args.task == "classify"
 
@@ -42,7 +43,7 @@ def main(argv=None):
         "num_classes": None, "num_outputs": int(np.prod(data.y_train.shape[1:]))}
     model = kzoo.create_model(
         f"{args.cell}_{'classifier' if classify else 'regressor'}",
-        input_shape=data.input_shape, units=args.units, num_layers=args.layers,
+        input_shape=data.input_shape, units=args.units, num_layers=args.num_layers,
         bidirectional=args.bidirectional, dropout=args.dropout, pooling=args.pooling, **head,
     )
     if classify:

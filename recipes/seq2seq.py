@@ -24,7 +24,8 @@ def main(argv=None):
     parser.add_argument("--units", type=runner.positive_int, default=64, help="units of the encoder and decoder")
     parser.add_argument("--embedding-dim", type=runner.positive_int, default=32, help="width of the character embeddings")
     parser.add_argument("--dropout", type=runner.fraction, default=0.1, help="dropout rate")
-    parser.add_argument("--beam-width", type=runner.positive_int, default=4, help="beams of beam-search decoding")
+    parser.add_argument("--num-beams", type=runner.positive_int, default=4, help="beams of beam-search decoding")
+    runner.add_deprecated_alias(parser, "--beam-width", "--num-beams")
     args = parser.parse_args(argv)
 
     run = runner.Run(args, recipe="seq2seq")
@@ -48,7 +49,7 @@ def main(argv=None):
     metrics = {"test_char_accuracy_teacher_forced": results["accuracy"]}
     decoded = {}
     for method in ("greedy", "beam"):
-        tokens, attention = model.generate(source, method=method, beam_width=args.beam_width)
+        tokens, attention = model.generate(source, method=method, beam_width=args.num_beams)
         decoded[method] = ([decode_target(row) for row in tokens], attention)
         exact = np.mean([a == b for a, b in zip(decoded[method][0], truth)])
         metrics[f"test_exact_match_{method}"] = float(exact)

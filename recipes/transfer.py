@@ -28,7 +28,7 @@ import keras
 
 import kzoo
 from kzoo import losses
-from kzoo.data.augment import AugmentedBatches, default_augmentation, image_augmentation
+from kzoo.data.augment import training_batches
 from kzoo.training import runner, transfer
 
 
@@ -83,9 +83,7 @@ def main(argv=None):
         )
 
     def batches(data):
-        kind = default_augmentation(data.name, data.input_shape)
-        augment = image_augmentation(kind, input_shape=data.input_shape, seed=args.seed)
-        return AugmentedBatches(data.x_train, data.y_train, args.batch_size, augment, args.seed)
+        return training_batches(data, "auto", args.batch_size, seed=args.seed)[0]
 
     def evaluate(model, data):
         return model.evaluate(data.x_test, data.y_test, verbose=0, return_dict=True)["accuracy"]

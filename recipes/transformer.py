@@ -14,7 +14,7 @@ heat map of one test sentence (`attention.png`) and the decoded test set
 vocabulary built by `kzoo.data.translation.from_pairs`).
 
     KERAS_BACKEND=jax python recipes/transformer.py
-    KERAS_BACKEND=torch python recipes/transformer.py --epochs 5 --layers 1
+    KERAS_BACKEND=torch python recipes/transformer.py --epochs 5 --num-layers 1
     python recipes/transformer.py --dataset tfds:ted_hrlr_translate/pt_to_en --epochs 20
 """
 
@@ -83,17 +83,22 @@ def main(argv=None):
         __doc__, epochs=3, batch_size=64, lr=1e-3, dataset="numbers_en_fr",
         schedule="warmup_cosine", label_smoothing=0.1, grad_clip=1.0,
     )
-    parser.add_argument("--d-model", type=runner.positive_int, default=128, help="token width")
+    parser.add_argument("--hidden-dim", type=runner.positive_int, default=128, help="token width")
     parser.add_argument("--num-heads", type=runner.positive_int, default=4, help="attention heads")
-    parser.add_argument("--layers", type=runner.positive_int, default=2, help="encoder and decoder blocks each")
-    parser.add_argument("--d-ff", type=runner.positive_int, default=512, help="feed-forward width")
+    parser.add_argument("--num-layers", type=runner.positive_int, default=2,
+                        help="encoder and decoder blocks each")
+    parser.add_argument("--intermediate-dim", type=runner.positive_int, default=512,
+                        help="feed-forward width")
     parser.add_argument("--dropout", type=runner.fraction, default=0.1, help="dropout rate")
     parser.add_argument("--norm-first", action="store_true", help="pre-norm blocks")
-    parser.add_argument("--beam-width", type=runner.positive_int, default=4, help="beams of beam-search decoding")
+    parser.add_argument("--num-beams", type=runner.positive_int, default=4, help="beams of beam-search decoding")
     parser.add_argument("--max-pairs", type=runner.positive_int, default=50000,
                         help="sentence pairs read from a tfds: dataset")
     parser.add_argument("--samples-every", type=runner.positive_int, default=1,
                         help="print sample translations every N epochs")
+    for old, new in (("--d-model", "--hidden-dim"), ("--d-ff", "--intermediate-dim"),
+                     ("--layers", "--num-layers"), ("--beam-width", "--num-beams")):
+        runner.add_deprecated_alias(parser, old, new)
     args = parser.parse_args(argv)
 
     # === Data ===
@@ -106,9 +111,9 @@ def main(argv=None):
 
     # === Model ===
     model = kzoo.create_model(
-        "transformer", vocabulary_size=info["vocab_size"], hidden_dim=args.d_model,
-        num_heads=args.num_heads, num_encoder_layers=args.layers,
-        num_decoder_layers=args.layers, intermediate_dim=args.d_ff, dropout=args.dropout,
+        "transformer", vocabulary_size=info["vocab_size"], hidden_dim=args.hidden_dim,
+        num_heads=args.num_heads, num_encoder_layers=args.num_layers,
+        num_decoder_layers=args.num_layers, intermediate_dim=args.intermediate_dim, dropout=args.dropout,
         norm_first=args.norm_first, share_embeddings="all", pad_id=info["pad_id"],
     )
     # Cross-entropy per target token; padded positions weigh nothing.
@@ -136,7 +141,7 @@ def main(argv=None):
     decoded = {}
     for method in ("greedy", "beam"):
         tokens = generate(model, source, max_length=max_length, method=method,
-                          start_id=start_id, end_id=end_id, num_beams=args.beam_width)
+                          start_id=start_id, end_id=end_id, num_beams=args.num_beams)
         decoded[method] = [decode(row, vocabulary) for row in tokens]
         exact = np.mean([a == b for a, b in zip(decoded[method], references)])
         metrics[f"test_exact_match_{method}"] = float(exact)

@@ -39,18 +39,16 @@ def main(argv=None):
     )
     run.compile(model, loss=None, metrics=None)
 
-    grids = sample_grid.SampleGrid(run.dir, every=args.samples_every, value_range=value_range,
-                                   title=run.figure_title(model))
-    run.fit(model, data.x_train, validation_data=(data.x_val, None), callbacks=[grids])
+    sample_grid.fit_with_sample_grids(run, model, data.x_train, every=args.samples_every,
+                                      value_range=value_range,
+                                      validation_data=(data.x_val, None))
     test = model.evaluate(data.x_test, verbose=0, return_dict=True)
     metrics = {
         "test_elbo": round(model.elbo(data.x_test, num_samples=args.elbo_samples), 3),
         "test_reconstruction_loss": round(float(test["reconstruction_loss"]), 3),
         "test_kl_loss": round(float(test["kl_loss"]), 3),
     }
-    metrics.update(sample_grid.judge_samples(
-        model, data, n=64 if run.smoke else 1000, judge_epochs=1 if run.smoke else 30
-    ))
+    metrics.update(sample_grid.judge_run_samples(run, model, data))
     return run.finish(model, metrics)
 
 

@@ -14,12 +14,7 @@ offline; `--dataset digits` uses scikit-learn's digits (upsampled to 16x16).
 """
 
 import kzoo
-from kzoo.data.augment import (
-    AUGMENTATIONS,
-    AugmentedBatches,
-    default_augmentation,
-    image_augmentation,
-)
+from kzoo.data.augment import AUGMENTATIONS, training_batches
 from kzoo.training import runner
 
 
@@ -35,26 +30,25 @@ def main(argv=None):
     parser.add_argument("--hidden-dim", type=runner.positive_int, default=64,
                         help="token width (vit_tiny's own is 192)")
     parser.add_argument("--num-heads", type=runner.positive_int, default=4, help="attention heads")
-    parser.add_argument("--layers", type=runner.positive_int, default=4, help="encoder blocks")
-    parser.add_argument("--mlp-dim", type=runner.positive_int, default=128, help="feed-forward width")
+    parser.add_argument("--num-layers", type=runner.positive_int, default=4, help="encoder blocks")
+    parser.add_argument("--intermediate-dim", type=runner.positive_int, default=128,
+                        help="feed-forward width")
     parser.add_argument("--dropout", type=runner.fraction, default=0.1, help="dropout rate")
     parser.add_argument("--augment", choices=("auto",) + AUGMENTATIONS, default="auto", help="training augmentation (auto: by dataset)")
+    for old, new in (("--layers", "--num-layers"), ("--mlp-dim", "--intermediate-dim")):
+        runner.add_deprecated_alias(parser, old, new)
     args = parser.parse_args(argv)
 
     # === Data, with augmentation ===
     run = runner.Run(args, recipe="vit")
     data = run.load_data(**({"image_size": 16} if args.dataset == "digits" else {}))
-    kind = args.augment
-    if kind == "auto":
-        kind = default_augmentation(data.name, data.input_shape)
-    augment = image_augmentation(kind, input_shape=data.input_shape, seed=args.seed)
-    train = AugmentedBatches(data.x_train, data.y_train, args.batch_size, augment, seed=args.seed)
+    train, kind = training_batches(data, args.augment, args.batch_size, seed=args.seed)
 
     # === Model ===
     model = kzoo.create_model(
         args.model, input_shape=data.input_shape, patch_size=args.patch_size,
         num_classes=data.num_classes, hidden_dim=args.hidden_dim, num_heads=args.num_heads,
-        num_layers=args.layers, intermediate_dim=args.mlp_dim, dropout=args.dropout,
+        num_layers=args.num_layers, intermediate_dim=args.intermediate_dim, dropout=args.dropout,
     )
     run.compile(model)  # AdamW, warm-up + cosine and label smoothing come from the flags
 

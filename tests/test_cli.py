@@ -146,7 +146,7 @@ BAD_FLAGS = [
     ("mlp", ["--lr", "nan"], "expected a number > 0, received 'nan'"),
     ("mlp", ["--patience", "-2"], "expected an integer >= 0"),
     ("cnn", ["--widths", "16", "0"], "expected a positive integer"),
-    ("transformer", ["--d-model", "-4"], "expected a positive integer"),
+    ("transformer", ["--hidden-dim", "-4"], "expected a positive integer"),
     ("vit", ["--patch-size", "0"], "expected a positive integer"),
     ("lm", ["--dropout", "1"], "expected a number in [0, 1)"),
     ("gan", ["--latent-dim", "0"], "expected a positive integer"),

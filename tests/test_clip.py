@@ -103,7 +103,7 @@ def test_class_prompts_name_each_digit():
 def test_clip_recipe_smoke(tmp_path):
     import json
 
-    smoke_run("clip", tmp_path, "--width", "16", "--layers", "1", "--embed-dim", "8")
+    smoke_run("clip", tmp_path, "--hidden-dim", "16", "--num-layers", "1", "--embedding-dim", "8")
     record = json.loads((tmp_path / "metrics.json").read_text())
     for name in ("model.keras", "history.csv", "learning_curve.png"):
         assert (tmp_path / name).exists(), name

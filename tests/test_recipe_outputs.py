@@ -25,22 +25,23 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY = {
     "bert": [],
     "classics": [],
-    "clip": ["--width", "16", "--layers", "1", "--embed-dim", "8"],
+    "clip": ["--hidden-dim", "16", "--num-layers", "1", "--embedding-dim", "8"],
     "cnn": ["--widths", "4", "8", "--no-mlp-baseline"],
     "dcgan": ["--filters", "8", "--latent-dim", "8"],
     "diffusion": ["--filters", "8", "--timesteps", "20", "--ddim-steps", "2"],
     "gan": ["--hidden-units", "16", "--latent-dim", "8"],
-    "lm": ["--layers", "1", "--d-model", "32", "--d-ff", "64", "--num-heads", "2",
+    "lm": ["--num-layers", "1", "--hidden-dim", "32", "--intermediate-dim", "64", "--num-heads", "2",
            "--sequence-length", "32"],
     "mlp": ["--hidden-units", "8"],
     "resnet": [],
     "rnn": ["--units", "8"],
     "seq2seq": ["--units", "8", "--embedding-dim", "4"],
     "transfer": ["--width", "4", "--image-size", "12"],
-    "transformer": ["--layers", "1", "--d-model", "32", "--d-ff", "64", "--num-heads", "2"],
+    "transformer": ["--num-layers", "1", "--hidden-dim", "32", "--intermediate-dim", "64",
+                    "--num-heads", "2"],
     "tune": ["--max-trials", "1", "--jit-compile", "false"],
     "vae": [],
-    "vit": ["--layers", "1"],
+    "vit": ["--num-layers", "1"],
 }
 
 PREDICT_EVERY_RUN = textwrap.dedent(

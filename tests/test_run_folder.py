@@ -191,6 +191,92 @@ def test_runs_without_resume_can_be_resumed_and_history_has_each_epoch_once(tmp_
     assert json.loads((folder / "metrics.json").read_text())["epochs_run"] == 3
 
 
+# === Resuming a run recorded before the glossary renamed its flags and arguments ===
+VIT = ["--dataset", "digits", "--patch-size", "4", "--hidden-dim", "16", "--num-heads", "2",
+       "--batch-size", "256", "--verbose", "0", "--epochs", "2"]
+
+
+def vit(argv):
+    return runpy.run_path(str(ROOT / "recipes" / "vit.py"))["main"](argv)
+
+
+def old_fingerprint(config, renames):
+    """The hash the code before the rename wrote: the config under its old argument names."""
+    config = {renames.get(k, k): v for k, v in config.items() if k not in ("name", "metadata")}
+    text = json.dumps({"class": "VisionTransformer", "config": config}, sort_keys=True,
+                      default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@pytest.fixture
+def old_vit_run(tmp_path):
+    """An interrupted vit run whose run.json is what kzoo wrote before the renames."""
+    import kzoo
+
+    folder = tmp_path / "run"
+
+    class Stop(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            raise KeyboardInterrupt
+
+    standard = runner.Run.callbacks
+    runner.Run.callbacks = lambda self, monitor=None, phase=None, **kwargs: (
+        standard(self, monitor, phase, **kwargs) + [Stop()])
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            vit([*VIT, "--num-layers", "1", "--intermediate-dim", "16",
+                 "--output-dir", str(folder)])
+    finally:
+        runner.Run.callbacks = standard
+    state = json.loads((folder / "run.json").read_text())
+    # The model the run trained, rebuilt with the new names: its hash is the recorded one.
+    config = kzoo.create_model(
+        "vit_tiny", input_shape=(16, 16, 1), patch_size=4, num_classes=10, hidden_dim=16,
+        num_heads=2, num_layers=1, intermediate_dim=16, dropout=0.1).get_config()
+    old_names = {"input_shape": "image_shape", "intermediate_dim": "mlp_dim"}
+    assert state["models"] == [old_fingerprint(config, {})]
+    # Before the renames: flags --layers and --mlp-dim, a config with image_shape and mlp_dim.
+    flags = state["fingerprint"]["flags"]
+    flags["layers"], flags["mlp_dim"] = flags.pop("num_layers"), flags.pop("intermediate_dim")
+    state["models"] = [old_fingerprint(config, old_names)]
+    run_folder.write_json(folder / "run.json", state)
+    return folder, config, old_names
+
+
+def test_a_run_recorded_under_the_old_names_resumes(old_vit_run):
+    folder, _, _ = old_vit_run
+    assert history_epochs(folder) == [0]
+    vit([*VIT, "--num-layers", "1", "--intermediate-dim", "16", "--resume",
+         "--output-dir", str(folder)])
+    assert history_epochs(folder) == [0, 1]
+    assert json.loads((folder / "run.json").read_text())["status"] == "complete"
+
+
+def test_a_run_recorded_under_the_old_names_still_refuses_other_settings(old_vit_run, capsys):
+    folder, config, old_names = old_vit_run
+    capsys.readouterr()
+    before = snapshot(folder)
+    with pytest.raises(SystemExit) as exc:
+        vit([*VIT, "--num-layers", "1", "--intermediate-dim", "32", "--resume",
+             "--output-dir", str(folder)])
+    assert exc.value.code == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--intermediate-dim (16 there, 32 now)" in err, err
+    assert snapshot(folder) == before
+    # The same flags, but the run trained another model (an old-style hash of it).
+    state = json.loads((folder / "run.json").read_text())
+    state["models"] = [old_fingerprint({**config, "num_heads": 4}, old_names)]
+    run_folder.write_json(folder / "run.json", state)
+    before = snapshot(folder)
+    with pytest.raises(SystemExit) as exc:
+        vit([*VIT, "--num-layers", "1", "--intermediate-dim", "16", "--resume",
+             "--output-dir", str(folder)])
+    assert exc.value.code == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "with a different model" in err, err
+    assert snapshot(folder) == before
+
+
 def test_a_loss_far_above_its_start_stops_the_run(tmp_path, capsys):
     folder = tmp_path / "run"
     err = refused(["--epochs", "3", "--lr", "1e4", "--output-dir", str(folder), *TINY], capsys)

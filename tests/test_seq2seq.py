@@ -199,7 +199,7 @@ def recipe_main(name):
 @pytest.mark.once
 def test_recipe_smoke_run_writes_attention_map(tmp_path):
     metrics = recipe_main("seq2seq")(["--smoke", "--units", "8", "--embedding-dim", "4",
-                                      "--beam-width", "2", "--output-dir", str(tmp_path)])
+                                      "--num-beams", "2", "--output-dir", str(tmp_path)])
     for key in ("test_exact_match_greedy", "test_exact_match_beam",
                 "test_char_accuracy_teacher_forced"):
         assert 0.0 <= metrics[key] <= 1.0

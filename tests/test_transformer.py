@@ -352,8 +352,9 @@ def test_cross_attention_weights_are_distributions_over_real_source_tokens():
 @pytest.mark.once
 def test_transformer_recipe_smoke(tmp_path, capsys):
     main = runpy.run_path(str(RECIPES / "transformer.py"))["main"]
-    metrics = main(["--smoke", "--output-dir", str(tmp_path), "--d-model", "16",
-                    "--num-heads", "2", "--layers", "1", "--d-ff", "16", "--beam-width", "2"])
+    metrics = main(["--smoke", "--output-dir", str(tmp_path), "--hidden-dim", "16",
+                    "--num-heads", "2", "--num-layers", "1", "--intermediate-dim", "16",
+                    "--num-beams", "2"])
     for key in ("test_exact_match_greedy", "test_exact_match_beam"):
         assert 0.0 <= metrics[key] <= 1.0
     assert "samples after epoch 1" in capsys.readouterr().out
@@ -369,8 +370,8 @@ def test_transformer_recipe_smoke(tmp_path, capsys):
 @pytest.mark.once
 def test_lm_recipe_smoke(tmp_path):
     main = runpy.run_path(str(RECIPES / "lm.py"))["main"]
-    metrics = main(["--smoke", "--output-dir", str(tmp_path), "--d-model", "16",
-                    "--num-heads", "2", "--layers", "1", "--d-ff", "16",
+    metrics = main(["--smoke", "--output-dir", str(tmp_path), "--hidden-dim", "16",
+                    "--num-heads", "2", "--num-layers", "1", "--intermediate-dim", "16",
                     "--sequence-length", "32", "--max-train-chars", "20000"])
     assert 1.0 < metrics["val_perplexity"] < 1000
     record = json.loads((tmp_path / "metrics.json").read_text())

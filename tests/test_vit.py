@@ -62,8 +62,8 @@ def test_bad_arguments_raise_one_sentence(kwargs, match):
 @pytest.mark.once
 def test_vit_recipe_smoke(tmp_path):
     main = runpy.run_path(str(RECIPES / "vit.py"))["main"]
-    metrics = main(["--smoke", "--output-dir", str(tmp_path), "--layers", "1",
-                        "--hidden-dim", "16", "--mlp-dim", "16"])
+    metrics = main(["--smoke", "--output-dir", str(tmp_path), "--num-layers", "1",
+                        "--hidden-dim", "16", "--intermediate-dim", "16"])
     assert 0.0 <= metrics["test_accuracy"] <= 1.0
     record = json.loads((tmp_path / "metrics.json").read_text())
     assert record["smoke"] and record["metrics"]["augmentation"] == "flip_translate_rotate"

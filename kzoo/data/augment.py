@@ -158,3 +158,33 @@ def default_augmentation(dataset_name, input_shape):
     if "cifar" in name:
         return "pad_crop_flip"  # as ResNet was trained on CIFAR-10 (He et al. 2016)
     return "flip_translate"
+
+
+def training_batches(data, augment, batch_size, seed=0):
+    """The training batches of a recipe's `--augment` choice, and the augmentation it names.
+
+    The image recipes (cnn, resnet, vit) share this: `"auto"` picks
+    `default_augmentation` for the dataset, and the batches reshuffle and
+    augment every epoch (`AugmentedBatches`).
+
+    Args:
+        data: `kzoo.data.Dataset`. Its training split is batched.
+        augment: str. `"auto"` or one of `AUGMENTATIONS`.
+        batch_size: int. Examples per batch.
+        seed: int. Seed of the augmentation and of the batch order. Defaults to 0.
+
+    Returns:
+        `(batches, kind)`: the `AugmentedBatches` and the augmentation used.
+
+    Example:
+
+    >>> import kzoo.data
+    >>> from kzoo.data.augment import training_batches
+    >>> data = kzoo.data.load("digits", smoke=True)
+    >>> batches, kind = training_batches(data, "auto", batch_size=32)
+    >>> kind, batches[0][0].shape
+    ('translate', (32, 8, 8, 1))
+    """
+    kind = default_augmentation(data.name, data.input_shape) if augment == "auto" else augment
+    layers = image_augmentation(kind, input_shape=data.input_shape, seed=seed)
+    return AugmentedBatches(data.x_train, data.y_train, batch_size, layers, seed=seed), kind

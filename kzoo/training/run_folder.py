@@ -44,6 +44,15 @@ NEUTRAL_FLAGS = frozenset({
     "samples_every",
 })
 
+#: Recipe flags renamed to the glossary (`kzoo.vocabulary`), old dest to new dest: a run
+#: folder recorded under the old name resumes (`differing_flag`). Every recipe's
+#: `runner.add_deprecated_alias` is listed here (tests/test_recipe_flags.py checks it).
+RENAMED_FLAGS = {
+    "d_model": "hidden_dim", "width": "hidden_dim", "d_ff": "intermediate_dim",
+    "mlp_dim": "intermediate_dim", "embed_dim": "embedding_dim", "layers": "num_layers",
+    "beam_width": "num_beams",
+}
+
 #: A loss this many times its first value (or above it by this factor of 1) has diverged.
 DIVERGENCE_FACTOR = 1000.0
 
@@ -166,19 +175,87 @@ def model_fingerprint(model):
         config = model.get_config()
         config.pop("metadata", None)
         config.pop("name", None)
-        text = json.dumps({"class": type(model).__name__, "config": config}, sort_keys=True,
-                          default=str)
     except Exception:  # a model without a complete config: its weights' shapes
-        text = json.dumps({"class": type(model).__name__,
-                           "shapes": [list(w.shape) for w in model.weights]})
+        return _hash({"class": type(model).__name__,
+                      "shapes": [list(w.shape) for w in model.weights]})
+    return _hash({"class": type(model).__name__, "config": config})
+
+
+def _hash(record):
+    text = json.dumps(record, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def model_fingerprints(model):
+    """The fingerprints `--resume` accepts for `model`: its own, then those of older releases.
+
+    Before the glossary (`kzoo.vocabulary`) renamed model arguments, a
+    config held the old names (`d_model`, `mlp_dim`, `image_shape`, or
+    `image_size` and `channels` for `input_shape`), so a run folder written
+    then recorded the hash of that config. This also accepts the hash of the
+    same config under the old names: each renamed argument of the model's
+    class (its `renamed_arguments` table) goes back to its old name, and so
+    does each renamed argument in a nested dict of arguments for another
+    registered model (CLIP's `image_encoder_kwargs` beside `image_encoder`).
+    The values are the same, so a match is the same model.
+
+    Example:
+
+    >>> import kzoo
+    >>> from kzoo.training import run_folder
+    >>> model = kzoo.create_model("vit_tiny", input_shape=(8, 8, 3), patch_size=4,
+    ...                           num_layers=1)
+    >>> prints = run_folder.model_fingerprints(model)
+    >>> prints[0] == run_folder.model_fingerprint(model), len(prints)
+    (True, 2)
+    """
+    found = [model_fingerprint(model)]
+    try:
+        config = model.get_config()
+    except Exception:
+        return found
+    config.pop("metadata", None)
+    config.pop("name", None)
+    old = _old_names(config, getattr(type(model), "renamed_arguments", {}))
+    if old != config:
+        found.append(_hash({"class": type(model).__name__, "config": old}))
+    return found
+
+
+def _old_names(config, renames):
+    """`config` with every argument `renames` (old to new) renamed put back under its old name."""
+    from kzoo import registry
+
+    config = dict(config)
+    for key, value in list(config.items()):
+        part = config.get(key[: -len("_kwargs")]) if key.endswith("_kwargs") else None
+        if isinstance(value, dict) and isinstance(part, str) and part in registry.list_models():
+            builder = registry.get_entry(part).builder
+            config[key] = _old_names(value, getattr(builder, "renamed_arguments", {}))
+    squares = {old: new for old, new in renames.items() if not isinstance(new, str)}
+    for old, new in renames.items():
+        if isinstance(new, str) and new in config:
+            config[old] = config.pop(new)
+    shape = config.get("input_shape")
+    if squares and isinstance(shape, (list, tuple)) and len(shape) == 3 and shape[0] == shape[1]:
+        config.pop("input_shape")  # the old `image_size` and `channels` pair (SquareImage)
+        config["image_size"], config["channels"] = shape[0], shape[2]
+    return config
+
+
 def differing_flag(recorded, current):
-    """The first flag whose value differs between two fingerprints, as a phrase."""
+    """The first flag whose value differs between two fingerprints, as a phrase.
+
+    A flag `recorded` holds under its old name (`RENAMED_FLAGS`: `d_model`,
+    written before the flag became `--hidden-dim`) is compared under its new
+    one, where `current` has the new name and not the old.
+    """
     if recorded.get("recipe") != current.get("recipe"):
         return f"the recipe ({recorded.get('recipe')} there, {current.get('recipe')} now)"
-    old, new = recorded.get("flags", {}), current.get("flags", {})
+    old, new = dict(recorded.get("flags", {})), current.get("flags", {})
+    for was, now in RENAMED_FLAGS.items():
+        if was in old and was not in new and now in new and now not in old:
+            old[now] = old.pop(was)
     for key in sorted(set(old) | set(new)):
         if old.get(key) != new.get(key):
             flag = "--" + key.replace("_", "-")

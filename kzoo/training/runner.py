@@ -252,6 +252,57 @@ def make_parser(description: str, **defaults: Any) -> argparse.ArgumentParser:
     return parser
 
 
+class _DeprecatedFlag(argparse.Action):
+    """An old spelling of a flag: stores into the new flag's dest and says so on stderr."""
+
+    def __init__(self, option_strings, dest, new_option=None, **kwargs):
+        self.new_option = new_option
+        super().__init__(option_strings, dest, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"{parser.prog}: {option_string} is deprecated and goes in the next release; "
+              f"use {self.new_option} instead.", file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
+def add_deprecated_alias(parser: argparse.ArgumentParser, old: str, new: str) -> None:
+    """Accept flag `old` as the old spelling of flag `new`, for one release.
+
+    The old flag sets the same dest as `new` (so `args`, the run's
+    fingerprint and `--resume` see one flag), takes the same values, is
+    hidden from `--help`, and each use prints one line on stderr naming the
+    flag to use. `kzoo.training.run_folder.RENAMED_FLAGS` lists every rename,
+    so a run folder recorded under the old name still resumes.
+
+    Args:
+        parser: the recipe's parser, with `new` already added.
+        old: str. The old option string, e.g. `"--d-model"`.
+        new: str. The option string that replaces it, e.g. `"--hidden-dim"`.
+
+    Raises:
+        ValueError: `new` is not a flag of `parser`, or is one that takes no value.
+
+    Example:
+
+    >>> from kzoo.training import runner
+    >>> parser = runner.make_parser("A recipe.")
+    >>> _ = parser.add_argument("--hidden-dim", type=runner.positive_int, default=64,
+    ...                         help="token width")
+    >>> runner.add_deprecated_alias(parser, "--d-model", "--hidden-dim")
+    >>> parser.parse_args(["--hidden-dim", "32"]).hidden_dim
+    32
+    """
+    action = parser._option_string_actions.get(new)
+    if action is None or action.nargs == 0:
+        raise ValueError(
+            f"Received new={new!r}; expected a flag of the parser that takes a value, so add "
+            f"{new} before its deprecated alias {old}.")
+    parser.add_argument(old, action=_DeprecatedFlag, new_option=new, dest=action.dest,
+                        type=action.type, nargs=action.nargs, choices=action.choices,
+                        metavar=action.metavar or action.dest.upper(),
+                        default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+
+
 def make_optimizer(name: str = "adam",
                    learning_rate: float | keras.optimizers.schedules.LearningRateSchedule = 1e-3,
                    *, weight_decay: float = 0.0, grad_clip: float | None = None,
@@ -565,7 +616,8 @@ class Run:
         self._models.append(model)
         print_ = run_folder.model_fingerprint(model)
         recorded = self.state.record.setdefault("models", [])
-        if index < len(recorded) and recorded[index] != print_:
+        # A run recorded before the glossary renamed the model's arguments resumes too.
+        if index < len(recorded) and recorded[index] not in run_folder.model_fingerprints(model):
             raise RunError(
                 f"--resume would continue {self.dir} with a different model (its architecture "
                 "differs from the one the run trained); resume with the run's own flags, or "

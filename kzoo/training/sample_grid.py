@@ -290,3 +290,104 @@ def judge_samples(model, data, n=1000, seed=0, judge_epochs=30, generate_kwargs=
         for key, value in sample_quality(judge, images, data.num_classes).items():
             metrics[f"{name}_{key}"] = value
     return metrics
+
+
+# === The steps the generative recipes share (gan, dcgan, vae, diffusion) ===
+def compile_players(run, model, beta_1):
+    """Compile a GAN with one optimizer per player, each made from the run's flags.
+
+    Args:
+        run: `kzoo.training.runner.Run`. Its `--optimizer`, `--lr`,
+            `--schedule`, ... make both optimizers; `--jit-compile` applies.
+        model: a two-player model (`compile(d_optimizer=..., g_optimizer=...)`).
+        beta_1: float. Set on each optimizer that has one (Adam's first-moment
+            decay: the DCGAN paper's 0.5 instead of 0.9).
+
+    Example:
+
+    >>> import pathlib, tempfile, kzoo
+    >>> from kzoo.training import runner
+    >>> folder = pathlib.Path(tempfile.mkdtemp()) / "run"
+    >>> run = runner.Run(runner.make_parser("").parse_args(
+    ...     ["--smoke", "--output-dir", str(folder)]), recipe="gan")
+    >>> gan = kzoo.create_model("gan", input_shape=(8, 8, 1), latent_dim=2,
+    ...                         hidden_units=(8,))
+    >>> compile_players(run, gan, beta_1=0.5)
+    >>> float(gan.d_optimizer.beta_1), float(gan.g_optimizer.beta_1)
+    (0.5, 0.5)
+    """
+    d_optimizer, g_optimizer = run.make_optimizer(), run.make_optimizer()
+    for optimizer in (d_optimizer, g_optimizer):
+        if hasattr(optimizer, "beta_1"):
+            optimizer.beta_1 = beta_1
+    model.compile(d_optimizer=d_optimizer, g_optimizer=g_optimizer, jit_compile=run.jit_compile)
+
+
+def fit_with_sample_grids(run, model, x, *, every, value_range, generate_kwargs=None,
+                          **fit_kwargs):
+    """`run.fit(model, x)` writing a grid of samples every `every` epochs into the run folder.
+
+    Args:
+        run: `kzoo.training.runner.Run`. Trains the model, holds the grids,
+            and titles them (`run.figure_title(model)`).
+        model: a generative model with `generate(n, seed=...)`.
+        x: the training images.
+        every: int. Epochs between grids (`--samples-every`).
+        value_range: tuple. `(low, high)` of the images.
+        generate_kwargs: dict or None. Extra `generate` arguments (a
+            diffusion sampler and its steps).
+        **fit_kwargs: passed to `run.fit` (`validation_data`, ...).
+
+    Returns:
+        The `SampleGrid` callback (its `written` lists the PNGs).
+
+    Example:
+
+    >>> import contextlib, io, pathlib, tempfile, numpy as np, kzoo
+    >>> from kzoo.training import runner
+    >>> folder = pathlib.Path(tempfile.mkdtemp()) / "run"
+    >>> run = runner.Run(runner.make_parser("").parse_args(
+    ...     ["--smoke", "--verbose", "0", "--output-dir", str(folder)]), recipe="vae")
+    >>> vae = kzoo.create_model("vae", input_shape=(8, 8, 1), latent_dim=2,
+    ...                         hidden_units=(8,))
+    >>> _ = run.compile(vae, loss=None, metrics=None)
+    >>> x = np.random.default_rng(0).uniform(size=(16, 8, 8, 1))
+    >>> with contextlib.redirect_stdout(io.StringIO()):  # the run's own notes
+    ...     grids = fit_with_sample_grids(run, vae, x, every=1, value_range=(0.0, 1.0))
+    >>> [p.name for p in grids.written]
+    ['samples_epoch_001.png']
+    """
+    grids = SampleGrid(run.dir, every=every, value_range=value_range,
+                       generate_kwargs=generate_kwargs, title=run.figure_title(model))
+    run.fit(model, x, callbacks=[grids], **fit_kwargs)
+    return grids
+
+
+def judge_run_samples(run, model, data, n=None, **kwargs):
+    """`judge_samples` at the run's size: 1,000 samples and a 30-epoch judge, or 64 and 1 with --smoke.
+
+    Args:
+        run: `kzoo.training.runner.Run`. Its `--smoke` sets the sizes.
+        model: a generative model with `generate(n, seed=...)`.
+        data: `kzoo.data.Dataset`. The real labelled images the judge learns.
+        n: int or None. Samples judged; None: 1,000 (64 with `--smoke`).
+        **kwargs: passed to `judge_samples` (`generate_kwargs`, `prefix`).
+
+    Returns:
+        dict. `judge_samples`' metrics.
+
+    Example:
+
+    >>> import tempfile, kzoo
+    >>> from kzoo.training import runner
+    >>> args = runner.make_parser("").parse_args(["--smoke", "--output-dir", tempfile.mkdtemp()])
+    >>> run = runner.Run(args, recipe="vae")
+    >>> data = run.load_data("digits", needs_arrays=True)
+    >>> vae = kzoo.create_model("vae", input_shape=(8, 8, 1), latent_dim=2, hidden_units=(8,))
+    >>> metrics = judge_run_samples(run, vae, data, n=8)
+    >>> 0 <= metrics["samples_mean_confidence"] <= 1, "judge_test_accuracy" in metrics
+    (True, True)
+    """
+    if n is None:
+        n = 64 if run.smoke else 1000
+    return judge_samples(model, data, n=n, judge_epochs=1 if run.smoke else 30, **kwargs)
