@@ -119,3 +119,15 @@ def assert_classifier_interface(model, x, num_features, num_classes):
         rtol=1e-5,
         atol=1e-5,
     )
+
+
+class PoisonAt(keras.callbacks.Callback):
+    """Turns every weight to NaN as epoch `at` (0-based) begins: a diverging run on cue."""
+
+    def __init__(self, at):
+        super().__init__()
+        self.at = at
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.at:
+            self.model.set_weights([np.full_like(w, np.nan) for w in self.model.get_weights()])

@@ -14,6 +14,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
+from harness import PoisonAt
 
 import kzoo
 from kzoo.training.checkpoint import CrashSafeBackup, atomic_write
@@ -195,23 +196,11 @@ def test_only_the_last_two_backups_are_kept_and_stray_temp_files_ignored(tmp_pat
     assert backup.latest_epoch() == 4
 
 
-class _PoisonAtEpoch(keras.callbacks.Callback):
-    def __init__(self, epoch):
-        super().__init__()
-        self.poison_epoch = epoch
-
-    def on_epoch_begin(self, epoch, logs=None):
-        if epoch == self.poison_epoch:
-            weights = self.model.get_weights()
-            weights[0] = np.full_like(weights[0], np.nan)
-            self.model.set_weights(weights)
-
-
 def test_nan_epoch_is_never_backed_up_and_good_backups_are_kept(tmp_path):
     model, x, y = _tiny_regression()
     history = model.fit(
         x, y, epochs=5, batch_size=8, verbose=0,
-        callbacks=[_PoisonAtEpoch(2), keras.callbacks.TerminateOnNaN(), CrashSafeBackup(tmp_path)],
+        callbacks=[PoisonAt(2), keras.callbacks.TerminateOnNaN(), CrashSafeBackup(tmp_path)],
     )
     assert not np.isfinite(history.history["loss"][-1])
     # delete_on_finish does not apply to a NaN stop: the last good backup stays.

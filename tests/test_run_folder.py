@@ -20,6 +20,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
+from harness import PoisonAt
 
 from kzoo.training import run_folder, runner
 
@@ -284,18 +285,6 @@ def test_a_loss_far_above_its_start_stops_the_run(tmp_path, capsys):
     assert "in epoch 1" in err or "in epoch 2" in err
     assert not (folder / "model.keras").exists()
     assert json.loads((folder / "run.json").read_text())["status"] == "diverged"
-
-
-class PoisonAt(keras.callbacks.Callback):
-    """Turns the weights to NaN as epoch `at` (0-based) begins."""
-
-    def __init__(self, at):
-        super().__init__()
-        self.at = at
-
-    def on_epoch_begin(self, epoch, logs=None):
-        if epoch == self.at:
-            self.model.set_weights([np.full_like(w, np.nan) for w in self.model.get_weights()])
 
 
 def _with_callback(callback, argv):
