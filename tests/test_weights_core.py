@@ -182,6 +182,23 @@ def test_weights_table_lists_presets_with_published_figures():
     assert len(kzoo.weights.table.imagenet_classes()) == 1000
 
 
+def test_an_export_killed_mid_write_leaves_the_previous_file_whole(saved, monkeypatch):
+    model, path, _ = saved
+    before = path.read_bytes()
+    import safetensors.numpy
+
+    def dies_half_way(state, filename, metadata=None):
+        with open(filename, "wb") as f:
+            f.write(before[: len(before) // 2])
+        raise KeyboardInterrupt  # the user's Ctrl-C, or a kill, mid-write
+
+    monkeypatch.setattr(safetensors.numpy, "save_file", dies_half_way)
+    with pytest.raises(KeyboardInterrupt):
+        kzoo.weights.export(_randomised_resnet18(seed=5), path)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in path.parent.iterdir()) == [path.name]
+
+
 def test_export_errors_are_one_sentence(tmp_path):
     model = kzoo.create_model("resnet18", **TINY)
     for kwargs, phrase in [({"layout": "onnx"}, "expected one of"),

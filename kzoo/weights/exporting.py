@@ -104,6 +104,14 @@ def export(model: keras.Model, path: str | os.PathLike, layout: str = "torchvisi
     """
     from safetensors.numpy import save_file
 
+    from kzoo.training.checkpoint import atomic_write
+
+    def write(file, text=None):  # whole or not at all: a killed export leaves no torn file
+        if text is not None:
+            atomic_write(file, lambda tmp: Path(tmp).write_text(text))
+        else:
+            atomic_write(file, lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
+
     converter = _converter(model, layout)
     state = _state(model, converter)
     path = Path(path)
@@ -114,8 +122,8 @@ def export(model: keras.Model, path: str | os.PathLike, layout: str = "torchvisi
                 "config.json; export to another layout."
             )
         path.mkdir(parents=True, exist_ok=True)
-        (path / "config.json").write_text(json.dumps(converter.export_config(model), indent=2) + "\n")
-        save_file(state, str(path / "model.safetensors"), metadata={"format": "pt"})
+        write(path / "model.safetensors")
+        write(path / "config.json", json.dumps(converter.export_config(model), indent=2) + "\n")
         return path
     if path.suffix != ".safetensors":
         raise WeightsError(
@@ -123,5 +131,5 @@ def export(model: keras.Model, path: str | os.PathLike, layout: str = "torchvisi
             "so end the name in .safetensors."
         )
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(state, str(path), metadata={"format": "pt"})
+    write(path)
     return path
