@@ -255,6 +255,34 @@ def _local_folder(source):
 SPLITS = ("whitespace", "words_and_punctuation")
 # `kzoo.data.translation.tokenize`'s rule: words, and each punctuation mark alone.
 _WORDS_AND_PUNCTUATION = re.compile(r"[^\W_]+|[^\w\s]|_")
+#: Marks written against the word before them ("four, five.") and joiners written
+#: against both neighbours ("quatre-vingt", "l'homme").
+_NO_SPACE_BEFORE = frozenset(",.;:!?)]}%")
+_JOINERS = frozenset("-'’/")
+_NO_SPACE_AFTER = frozenset("([{") | _JOINERS
+
+
+def join_words_and_punctuation(tokens):
+    """The text of word and punctuation tokens, spaced as written.
+
+    The inverse of the `"words_and_punctuation"` split for ordinary prose:
+    `tokens` split again gives `tokens` back.
+
+    Example:
+
+    >>> from kzoo.tokenizers import join_words_and_punctuation
+    >>> join_words_and_punctuation(["quatre", "-", "vingt", "-", "deux", ",", "l", "'", "an"])
+    "quatre-vingt-deux, l'an"
+    """
+    text = ""
+    previous = None
+    for token in tokens:
+        if previous is not None and token not in _NO_SPACE_BEFORE and token not in _JOINERS \
+                and previous not in _NO_SPACE_AFTER:
+            text += " "
+        text += token
+        previous = token
+    return text
 
 
 class VocabularyTokenizer:
@@ -396,7 +424,11 @@ class VocabularyTokenizer:
             if skip_special_tokens and i in skip:
                 continue
             pieces.append(self.vocabulary[i])
-        return ("" if self.level == "character" else " ").join(pieces)
+        if self.level == "character":
+            return "".join(pieces)
+        if self.split == "words_and_punctuation":
+            return join_words_and_punctuation(pieces)
+        return " ".join(pieces)
 
     def to_metadata(self):
         """A JSON-serialisable dict that `from_metadata` turns back into this tokenizer."""

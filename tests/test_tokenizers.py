@@ -127,6 +127,28 @@ def test_vocabulary_tokenizer_matches_kzoo_data_encoders():
     assert source.decode(source.encode(["3 mar 21"])[0] + [0, 0]) == "3 mar 21"
 
 
+def test_a_word_tokenizer_writes_text_back_as_the_dataset_wrote_it():
+    """`kzoo.predict` decodes with it: "quatre-vingt-onze", never "quatre - vingt - onze"."""
+    from kzoo.data import translation
+
+    vocabulary = translation.build_vocabulary()
+    words = tokenizers.VocabularyTokenizer(
+        vocabulary, split="words_and_punctuation", pad_token="<pad>", start_token="<start>",
+        end_token="<end>",
+    )
+    for n in [*range(0, 1000, 7), 1000, 2000, 80000, 200000, 91000, 71]:
+        for phrase in (translation.english(n), translation.french(n)):
+            ids = words.encode([phrase])[0]
+            assert words.decode(ids) == phrase
+            row = translation.encode([phrase], vocabulary, 16, add_start=True, add_end=True)[0]
+            assert translation.decode(row, vocabulary) == phrase
+    prose = "Hello, world: it's (mostly) fine - isn't it? 50% off."
+    pieces = tokenizers._WORDS_AND_PUNCTUATION.findall(prose)
+    again = tokenizers.join_words_and_punctuation(pieces)
+    assert tokenizers._WORDS_AND_PUNCTUATION.findall(again) == pieces
+    assert again == "Hello, world: it's (mostly) fine-isn't it? 50% off."
+
+
 def test_vocabulary_tokenizer_rejects_bad_input():
     with pytest.raises(ValueError, match="twice"):
         tokenizers.VocabularyTokenizer(["a", "b", "a"])

@@ -98,8 +98,10 @@ def tokenize(text):
 
 
 def detokenize(tokens):
-    """Inverse of `tokenize` for this task's text."""
-    return " ".join(tokens).replace(" - ", "-")
+    """Inverse of `tokenize`: `kzoo.tokenizers.join_words_and_punctuation`."""
+    from kzoo.tokenizers import join_words_and_punctuation
+
+    return join_words_and_punctuation(tokens)
 
 
 def build_vocabulary():
