@@ -68,6 +68,7 @@ def test_every_deprecated_spelling_is_hidden_and_resumes(recipe, capsys):
         assert alias.new_option in parser.format_help()
 
 
+# A table, one row per renamed spelling: its rows look alike on purpose.
 @pytest.mark.parametrize("recipe, old, new, value", [
     ("lm", "--d-model", "--hidden-dim", "32"),
     ("lm", "--d-ff", "--intermediate-dim", "64"),
