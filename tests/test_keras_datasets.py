@@ -144,7 +144,7 @@ def test_cifar_class_names_are_the_published_ones():
 
 @pytest.mark.parametrize("name, classes", [("imdb", 2), ("reuters", 46)])
 def test_text_datasets_are_padded_ids_with_a_vocabulary(offline_cache, name, classes):
-    data = kzoo.data.load(f"keras:{name}", vocab_size=30, max_length=16)
+    data = kzoo.data.load(f"keras:{name}", vocabulary_size=30, sequence_length=16)
     assert data.input_shape == (16,) and data.num_classes == classes
     assert len(data.class_names) == classes
     x = np.concatenate([data.x_train, data.x_val, data.x_test])
@@ -165,6 +165,15 @@ def test_text_datasets_are_padded_ids_with_a_vocabulary(offline_cache, name, cla
     tokenizer = tokenizers.from_metadata(runner.dataset_tokenizer(data)["tokenizer"])
     row = [int(i) for i in data.x_train[0] if i > keras_datasets.START_ID]
     assert tokenizer.decode(row).split() == [vocabulary[i] for i in row]
+
+
+def test_the_old_argument_names_warn_and_load_the_same_data(offline_cache):
+    new = kzoo.data.load("keras:imdb", vocabulary_size=30, sequence_length=16)
+    with pytest.warns(DeprecationWarning, match="vocab_size of load_keras_dataset is renamed "
+                                                "vocabulary_size"):
+        old = kzoo.data.load("keras:imdb", vocab_size=30, max_length=16)
+    np.testing.assert_array_equal(old.x_train, new.x_train)
+    assert old.input_shape == new.input_shape == (16,)
 
 
 def test_smoke_slices_and_a_recipe_model_trains_on_it(offline_cache):

@@ -226,7 +226,7 @@ def test_text_is_tokenised_into_padded_ids(data_dir):
     if _without_tfds_says_what_to_install("tfds:kzoo_tiny_texts"):
         return
     data = kzoo.data.load("tfds:kzoo_tiny_texts", data_dir=data_dir, batch_size=4,
-                          vocab_size=12, max_length=10)
+                          vocabulary_size=12, sequence_length=10)
     assert data.sizes == (30, 6, 6)  # its own validation split
     assert data.input_shape == (10,) and data.num_classes == 2
     vocabulary = data.info["vocabulary"]

@@ -12,14 +12,14 @@ What each becomes:
 | `fashion_mnist` | (28, 28, 1) float32 in [0, 1]        | 10 clothing classes       |
 | `cifar10`       | (32, 32, 3) float32 in [0, 1]        | 10 object classes         |
 | `cifar100`      | (32, 32, 3) float32 in [0, 1]        | 100 fine classes          |
-| `imdb`          | (max_length,) int32 word ids, 0 pads | negative / positive       |
-| `reuters`       | (max_length,) int32 word ids, 0 pads | 46 topics                 |
+| `imdb`          | (sequence_length,) int32 word ids, 0 pads | negative / positive       |
+| `reuters`       | (sequence_length,) int32 word ids, 0 pads | 46 topics                 |
 
 The validation split is carved from the training split (10%, stratified by
 class, `seed`); the test split is the published one. Text keeps Keras' ids
 (1 starts a text, 2 is out of vocabulary, 3 is unused, words from 4 on,
-most frequent first), keeps the `vocab_size` most frequent words, pads with 0 at the end and
-cuts texts after `max_length` tokens; `info["vocabulary"]` maps ids back to
+most frequent first), keeps the `vocabulary_size` most frequent words, pads with 0 at the end and
+cuts texts after `sequence_length` tokens; `info["vocabulary"]` maps ids back to
 words (Keras' word index), so kzoo's masked embeddings skip the padding.
 """
 
@@ -28,6 +28,7 @@ import functools
 import numpy as np
 
 from kzoo.data import DataError, Dataset, register_dataset, smoke_slice, split
+from kzoo.vocabulary import renamed_arguments
 
 SOURCE = "keras.datasets '{name}' (fetched once by Keras, cached under ~/.keras/datasets)"
 
@@ -58,7 +59,9 @@ NAMES = IMAGE_DATASETS + TEXT_DATASETS
 PAD_ID, START_ID, OOV_ID, INDEX_FROM = 0, 1, 2, 3
 
 
-def load_keras_dataset(name, *, seed=0, smoke=False, vocab_size=20000, max_length=256):
+@renamed_arguments(vocab_size="vocabulary_size", max_length="sequence_length")
+def load_keras_dataset(name, *, seed=0, smoke=False, vocabulary_size=20000,
+                       sequence_length=256):
     """Load `keras.datasets.<name>` into a `Dataset` (see the module docstring).
 
     Args:
@@ -66,9 +69,9 @@ def load_keras_dataset(name, *, seed=0, smoke=False, vocab_size=20000, max_lengt
             `imdb`, `reuters`.
         seed: int. Seed of the validation carve-out. Defaults to 0.
         smoke: bool. Return a tiny slice. Defaults to False.
-        vocab_size: int. Text only: ids kept (the most frequent words; rarer
+        vocabulary_size: int. Text only: ids kept (the most frequent words; rarer
             words become the out-of-vocabulary id 2). Defaults to 20000.
-        max_length: int. Text only: tokens kept per text. Defaults to 256.
+        sequence_length: int. Text only: tokens kept per text. Defaults to 256.
 
     Raises:
         DataError: unknown name, or the data is neither cached nor downloadable.
@@ -78,7 +81,8 @@ def load_keras_dataset(name, *, seed=0, smoke=False, vocab_size=20000, max_lengt
             f"Received --dataset keras:{name}; expected one of "
             f"{', '.join('keras:' + n for n in NAMES)}."
         )
-    for arg, value in (("vocab_size", vocab_size), ("max_length", max_length)):
+    for arg, value in (("vocabulary_size", vocabulary_size),
+                       ("sequence_length", sequence_length)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 4:
             raise DataError(f"Received {arg}={value!r}; expected an integer of at least 4.")
     import keras
@@ -87,7 +91,8 @@ def load_keras_dataset(name, *, seed=0, smoke=False, vocab_size=20000, max_lengt
     try:
         if name in TEXT_DATASETS:
             (x_train, y_train), (x_test, y_test) = module.load_data(
-                num_words=vocab_size, start_char=START_ID, oov_char=OOV_ID, index_from=INDEX_FROM
+                num_words=vocabulary_size, start_char=START_ID, oov_char=OOV_ID,
+                index_from=INDEX_FROM
             )
             word_index = module.get_word_index()
         else:
@@ -102,15 +107,15 @@ def load_keras_dataset(name, *, seed=0, smoke=False, vocab_size=20000, max_lengt
     y_train = np.asarray(y_train).reshape(-1).astype("int32")
     y_test = np.asarray(y_test).reshape(-1).astype("int32")
     if name in TEXT_DATASETS:
-        x_train, x_test = _pad(x_train, max_length), _pad(x_test, max_length)
-        vocabulary = _vocabulary(word_index, vocab_size)
+        x_train, x_test = _pad(x_train, sequence_length), _pad(x_test, sequence_length)
+        vocabulary = _vocabulary(word_index, vocabulary_size)
         num_classes = 2 if name == "imdb" else 46
         class_names = (
             ["negative", "positive"] if name == "imdb"
             else list(keras.datasets.reuters.get_label_names())
         )
         info = {
-            "vocab_size": vocab_size,
+            "vocab_size": vocabulary_size,
             "vocabulary": vocabulary,
             "pad_id": PAD_ID,
             "start_id": START_ID,

@@ -16,7 +16,7 @@ What each kind of dataset becomes, as for the `keras:` datasets:
 | input feature        | x                                                | y            |
 |----------------------|--------------------------------------------------|--------------|
 | `Image`, fixed size  | (H, W, C) float32 in [0, 1]                      | class id, int32 |
-| `Text`               | (max_length,) int32 word ids, 0 pads (see below) | class id, int32 |
+| `Text`               | (sequence_length,) int32 word ids, 0 pads        | class id, int32 |
 | `Tensor`             | its own shape, float32                           | class id, int32 |
 
 Labels that are not a `ClassLabel` stay numbers (float32, a regression).
@@ -38,6 +38,7 @@ import keras
 import numpy as np
 
 from kzoo.data import DataError, Dataset
+from kzoo.vocabulary import renamed_arguments
 
 PAD_ID, START_ID, OOV_ID = 0, 1, 2
 SPECIAL_TOKENS = ["<pad>", "<start>", "<oov>", "<unused>"]
@@ -45,8 +46,9 @@ VALIDATION_FRACTION = 0.1
 SMOKE_SIZES = (64, 32, 32)
 
 
+@renamed_arguments(vocab_size="vocabulary_size", max_length="sequence_length")
 def load_tfds(name, *, seed=0, smoke=False, data_dir=None, batch_size=32, image_size=None,
-              vocab_size=20000, max_length=256):
+              vocabulary_size=20000, sequence_length=256):
     """Stream a supervised TFDS dataset (its `supervised_keys`) as a `Dataset`.
 
     `x_train`, `x_val` and `x_test` are batched streams of `(x, y)` pairs
@@ -63,9 +65,9 @@ def load_tfds(name, *, seed=0, smoke=False, data_dir=None, batch_size=32, image_
         batch_size: int. Examples per batch. Defaults to 32.
         image_size: int or None. Images only: resize each batch to this square
             size (bilinear). Defaults to None, their own size.
-        vocab_size: int. Text only: ids kept (the most frequent words).
+        vocabulary_size: int. Text only: ids kept (the most frequent words).
             Defaults to 20000.
-        max_length: int. Text only: tokens kept per text. Defaults to 256.
+        sequence_length: int. Text only: tokens kept per text. Defaults to 256.
 
     Raises:
         DataError: tensorflow-datasets is missing, the data can't be read
@@ -80,13 +82,13 @@ def load_tfds(name, *, seed=0, smoke=False, data_dir=None, batch_size=32, image_
     ...     print("tfds:no_such_dataset" in str(err))
     True
     """
-    for arg, value in (("batch_size", batch_size), ("vocab_size", vocab_size),
-                       ("max_length", max_length), ("image_size", image_size or 1)):
+    for arg, value in (("batch_size", batch_size), ("vocabulary_size", vocabulary_size),
+                       ("sequence_length", sequence_length), ("image_size", image_size or 1)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise DataError(f"Received {arg}={value!r}; expected a positive integer.")
-    if vocab_size <= len(SPECIAL_TOKENS):
-        raise DataError(f"Received vocab_size={vocab_size}; expected at least 5, as ids 0-3 "
-                        "are reserved.")
+    if vocabulary_size <= len(SPECIAL_TOKENS):
+        raise DataError(f"Received vocabulary_size={vocabulary_size}; expected at least 5, as "
+                        "ids 0-3 are reserved.")
     try:
         import tensorflow_datasets as tfds
     except ImportError:
@@ -118,18 +120,19 @@ def load_tfds(name, *, seed=0, smoke=False, data_dir=None, batch_size=32, image_
     splits = _split_ranges(name, reader, smoke)
     vocabulary = None
     if kind == "text":
-        vocabulary = _train_tokenizer(reader, splits[0], x_key, vocab_size)
+        vocabulary = _train_tokenizer(reader, splits[0], x_key, vocabulary_size)
     if kind == "image":
         input_shape, extra = tuple(x_feature.shape), {"value_range": (0.0, 1.0)}
         if image_size:
             input_shape = (image_size, image_size, input_shape[-1])
     elif kind == "text":
-        input_shape = (max_length,)
-        extra = {"vocab_size": vocab_size, "vocabulary": vocabulary.tokens,
+        input_shape = (sequence_length,)
+        extra = {"vocab_size": vocabulary_size, "vocabulary": vocabulary.tokens,
                  "pad_id": PAD_ID, "start_id": START_ID, "oov_id": OOV_ID}
     else:
         input_shape, extra = tuple(x_feature.shape), {}
-    convert = _Convert(kind, x_key, y_key, y_feature, tfds, vocabulary, max_length, input_shape)
+    convert = _Convert(kind, x_key, y_key, y_feature, tfds, vocabulary, sequence_length,
+                       input_shape)
     streams = tuple(
         reader.stream(split, start, stop, batch_size, convert,
                       shuffle_seed=seed if i == 0 else None)
