@@ -144,6 +144,18 @@ def image_or_signal_shape(input_shape):
     return input_shape
 
 
+def check_heads_divide(width_name, width, heads_name, heads, example):
+    """Refuse an attention width that `heads` does not divide into equal heads.
+
+    `example` ends the error sentence, e.g. `"768 with 12 heads"`.
+    """
+    if width % heads:
+        raise ValueError(
+            f"Received {width_name}={width} and {heads_name}={heads}; expected {width_name} "
+            f"divisible by {heads_name}, such as {example}."
+        )
+
+
 
 class ZooModel(ModelConfig, keras.Model):
     """Base class: functional model whose config is its constructor arguments.
