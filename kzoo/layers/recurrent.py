@@ -151,8 +151,29 @@ class SequencePooling(keras.layers.Layer):
         return {**super().get_config(), "mode": self.mode}
 
 
+class _ScoreAttention(keras.layers.Layer):
+    """The part the two attention layers share: masked softmax of `scores`, then the context.
+
+    A subclass defines `_scores(query, values)` -> `(B, Tq, Tv)`.
+    """
+
+    def call(self, query, values, values_mask=None):
+        weights = _masked_softmax(self._scores(query, values), values_mask)
+        context = ops.matmul(ops.cast(weights, values.dtype), values)  # (B, Tq, dv)
+        return context, weights
+
+    def compute_output_shape(self, query_shape, values_shape, values_mask_shape=None):
+        return (
+            (query_shape[0], query_shape[1], values_shape[-1]),
+            (query_shape[0], query_shape[1], values_shape[1]),
+        )
+
+    def compute_mask(self, query, values, values_mask=None):
+        return None
+
+
 @keras.saving.register_keras_serializable(package="kzoo")
-class BahdanauAttention(keras.layers.Layer):
+class BahdanauAttention(_ScoreAttention):
     """Additive attention (Bahdanau et al., 2015).
 
     `score(q, k) = v^T tanh(W_q q + W_k k)`, softmax over the encoder steps,
@@ -188,30 +209,18 @@ class BahdanauAttention(keras.layers.Layer):
             name="score_vector", shape=(self.units,), initializer="glorot_uniform"
         )
 
-    def call(self, query, values, values_mask=None):
+    def _scores(self, query, values):
         q = ops.matmul(query, self.query_kernel)  # (B, Tq, U)
         k = ops.matmul(values, self.key_kernel)  # (B, Tv, U)
         hidden = ops.tanh(q[:, :, None, :] + k[:, None, :, :] + self.bias)  # (B, Tq, Tv, U)
-        scores = ops.sum(hidden * self.score_vector, axis=-1)  # (B, Tq, Tv)
-        weights = _masked_softmax(scores, values_mask)
-        context = ops.matmul(ops.cast(weights, values.dtype), values)  # (B, Tq, dv)
-        return context, weights
-
-    def compute_output_shape(self, query_shape, values_shape, values_mask_shape=None):
-        return (
-            (query_shape[0], query_shape[1], values_shape[-1]),
-            (query_shape[0], query_shape[1], values_shape[1]),
-        )
-
-    def compute_mask(self, query, values, values_mask=None):
-        return None
+        return ops.sum(hidden * self.score_vector, axis=-1)  # (B, Tq, Tv)
 
     def get_config(self):
         return {**super().get_config(), "units": self.units}
 
 
 @keras.saving.register_keras_serializable(package="kzoo")
-class LuongAttention(keras.layers.Layer):
+class LuongAttention(_ScoreAttention):
     """Multiplicative attention (Luong et al., 2015, the "general" score).
 
     `score(q, k) = q^T W k`, softmax over the encoder steps, and the context
@@ -240,23 +249,12 @@ class LuongAttention(keras.layers.Layer):
             initializer="glorot_uniform",
         )
 
-    def call(self, query, values, values_mask=None):
+    def _scores(self, query, values):
         keys = ops.matmul(values, self.kernel)  # (B, Tv, dq)
         scores = ops.matmul(query, ops.transpose(keys, (0, 2, 1)))  # (B, Tq, Tv)
         if self.scale:
             scores = scores / ops.sqrt(ops.cast(ops.shape(query)[-1], scores.dtype))
-        weights = _masked_softmax(scores, values_mask)
-        context = ops.matmul(ops.cast(weights, values.dtype), values)  # (B, Tq, dv)
-        return context, weights
-
-    def compute_output_shape(self, query_shape, values_shape, values_mask_shape=None):
-        return (
-            (query_shape[0], query_shape[1], values_shape[-1]),
-            (query_shape[0], query_shape[1], values_shape[1]),
-        )
-
-    def compute_mask(self, query, values, values_mask=None):
-        return None
+        return scores
 
     def get_config(self):
         return {**super().get_config(), "scale": self.scale}
