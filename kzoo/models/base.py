@@ -8,6 +8,7 @@ layer, take the features without the head, and swap the head.
 """
 
 import keras
+import numpy as np
 from keras import ops
 
 from kzoo import validation, vocabulary
@@ -341,6 +342,26 @@ class SelfTrainingModel(ModelConfig):
         if self.losses:
             loss = loss + ops.sum(ops.stack([ops.cast(v, "float32") for v in self.losses]))
         return loss
+
+    def _from_prior(self, n, seed, batch_size, decode):
+        """Decode `n` latent vectors drawn from N(0, I) with `seed`, `batch_size` at a time."""
+        n = validation.positive_int("n", n)
+        z = np.random.default_rng(seed).standard_normal((n, self.latent_dim)).astype("float32")
+        return np.concatenate([decode(z[i : i + batch_size]) for i in range(0, n, batch_size)])
+
+
+def conv_generator_shapes(input_shape, latent_dim, filters):
+    """Validate what the convolutional GAN and VAE share: a square image whose side 4 divides.
+
+    Returns `(input_shape, channels, base, latent_dim, filters)`, with `base`
+    the side of the `(size/4)^2` map that two stride-2 layers turn into the image.
+    """
+    image_size, channels = validation.square_image(
+        "input_shape", input_shape, multiple_of=4, channels=(1, 3)
+    )
+    latent_dim = validation.positive_int("latent_dim", latent_dim)
+    filters = validation.positive_int("filters", filters)
+    return (image_size, image_size, channels), channels, image_size // 4, latent_dim, filters
 
 
 #: The former name of `SelfTrainingModel`.

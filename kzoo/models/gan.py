@@ -17,12 +17,16 @@ same step (simultaneous gradient descent) rather than one after the other.
 import math
 
 import keras
-import numpy as np
 from keras import ops
 
 from kzoo import validation
 from kzoo.layers import fast
-from kzoo.models.base import SelfTrainingModel, check_value_range, rescaling
+from kzoo.models.base import (
+    SelfTrainingModel,
+    check_value_range,
+    conv_generator_shapes,
+    rescaling,
+)
 from kzoo.optimizers import Adam
 from kzoo.registry import register_model, uniform_inputs
 from kzoo.vocabulary import SquareImage, renamed_arguments
@@ -233,14 +237,10 @@ class AdversarialModel(SelfTrainingModel, keras.Model):
             seed: int or None. Fixes the latent vectors; None draws new ones.
             batch_size: int. Images per generator call. Defaults to 256.
         """
-        n = validation.positive_int("n", n)
-        rng = np.random.default_rng(seed)
-        z = rng.standard_normal((n, self.latent_dim)).astype("float32")
-        out = [
-            ops.convert_to_numpy(self.generator(z[i : i + batch_size], training=False))
-            for i in range(0, n, batch_size)
-        ]
-        return np.concatenate(out).astype("float32")
+        return self._from_prior(
+            n, seed, batch_size,
+            lambda z: ops.convert_to_numpy(self.generator(z, training=False)),
+        ).astype("float32")
 
 
 # === GAN: fully connected players (Goodfellow et al., 2014) ===
@@ -414,15 +414,11 @@ class DCGAN(AdversarialModel):
         name="dcgan",
         **kwargs,
     ):
-        image_size, channels = validation.square_image(
-            "input_shape", input_shape, multiple_of=4, channels=(1, 3)
+        input_shape, channels, base, latent_dim, filters = conv_generator_shapes(
+            input_shape, latent_dim, filters
         )
-        latent_dim = validation.positive_int("latent_dim", latent_dim)
-        filters = validation.positive_int("filters", filters)
         dropout = validation.fraction("dropout", dropout)
         value_range = check_value_range(value_range)
-        base = image_size // 4
-        input_shape = (image_size, image_size, channels)
 
         # === Generator: z -> (size/4)^2 map -> two 2x transposed convs -> image ===
         z = keras.Input((latent_dim,), name="latent")
