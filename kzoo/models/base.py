@@ -148,7 +148,21 @@ def image_or_signal_shape(input_shape):
 def check_heads_divide(width_name, width, heads_name, heads, example):
     """Refuse an attention width that `heads` does not divide into equal heads.
 
-    `example` ends the error sentence, e.g. `"768 with 12 heads"`.
+    Args:
+        width_name: str. The width's argument name, such as `"hidden_dim"`.
+        width: int. Its value.
+        heads_name: str. The heads' argument name, such as `"num_heads"`.
+        heads: int. Its value.
+        example: str. Ends the error sentence, such as `"768 with 12 heads"`.
+
+    Raises:
+        ValueError: `heads` does not divide `width`.
+
+    Example:
+
+    >>> check_heads_divide("hidden_dim", 10, "num_heads", 4, "768 with 12 heads")
+    Traceback (most recent call last):
+    ValueError: Received hidden_dim=10 and num_heads=4; expected hidden_dim divisible by num_heads, such as 768 with 12 heads.
     """
     if width % heads:
         raise ValueError(
@@ -353,8 +367,19 @@ class SelfTrainingModel(ModelConfig):
 def conv_generator_shapes(input_shape, latent_dim, filters):
     """Validate what the convolutional GAN and VAE share: a square image whose side 4 divides.
 
-    Returns `(input_shape, channels, base, latent_dim, filters)`, with `base`
-    the side of the `(size/4)^2` map that two stride-2 layers turn into the image.
+    Args:
+        input_shape: `(size, size, channels)`, channels 1 or 3, size a multiple of 4.
+        latent_dim: int. Width of the latent vector.
+        filters: int. Base number of convolution filters.
+
+    Returns:
+        `(input_shape, channels, base, latent_dim, filters)`, with `base` the
+        side of the `(size/4)^2` map that two stride-2 layers turn into the image.
+
+    Example:
+
+    >>> conv_generator_shapes([16, 16, 1], 8, 4)
+    ((16, 16, 1), 1, 4, 8, 4)
     """
     image_size, channels = validation.square_image(
         "input_shape", input_shape, multiple_of=4, channels=(1, 3)
