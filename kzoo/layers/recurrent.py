@@ -47,8 +47,34 @@ def _fast_path_applies(layer, mask, training):
     )
 
 
+class _FusedInnerLoop:
+    """The inner loop LSTM and GRU share: the fused kernel when it applies, else Keras'.
+
+    A subclass names its kernel in `kzoo.backend.rnn` as `_fused_kernel`
+    (looked up at call time) and may add a condition in `_fused_kernel_applies`.
+    """
+
+    _fused_kernel = None
+
+    def _fused_kernel_applies(self):
+        return True
+
+    def inner_loop(self, sequences, initial_state, mask, training=False):
+        if isinstance(mask, (list, tuple)):
+            mask = mask[0]
+        if self._fused_kernel_applies() and _fast_path_applies(self, mask, training):
+            out = getattr(rnn_backend, self._fused_kernel)(
+                sequences, initial_state, self.cell.kernel, self.cell.recurrent_kernel,
+                self.cell.bias, go_backwards=self.go_backwards,
+                return_sequences=self.return_sequences,
+            )
+            if out is not None:
+                return out
+        return super().inner_loop(sequences, initial_state, mask, training=training)
+
+
 @keras.saving.register_keras_serializable(package="kzoo")
-class LSTM(keras.layers.LSTM):
+class LSTM(_FusedInnerLoop, keras.layers.LSTM):
     """`keras.layers.LSTM` with PyTorch's fused kernel on the torch backend.
 
     Takes exactly the arguments of `keras.layers.LSTM`. Without a mask, with
@@ -62,22 +88,11 @@ class LSTM(keras.layers.LSTM):
     (2, 3, 4)
     """
 
-    def inner_loop(self, sequences, initial_state, mask, training=False):
-        if isinstance(mask, (list, tuple)):
-            mask = mask[0]
-        if _fast_path_applies(self, mask, training):
-            out = rnn_backend.lstm(
-                sequences, initial_state, self.cell.kernel, self.cell.recurrent_kernel,
-                self.cell.bias, go_backwards=self.go_backwards,
-                return_sequences=self.return_sequences,
-            )
-            if out is not None:
-                return out
-        return super().inner_loop(sequences, initial_state, mask, training=training)
+    _fused_kernel = "lstm"
 
 
 @keras.saving.register_keras_serializable(package="kzoo")
-class GRU(keras.layers.GRU):
+class GRU(_FusedInnerLoop, keras.layers.GRU):
     """`keras.layers.GRU` with PyTorch's fused kernel on the torch backend.
 
     Takes exactly the arguments of `keras.layers.GRU`. With `reset_after=True`
@@ -92,18 +107,10 @@ class GRU(keras.layers.GRU):
     (2, 4)
     """
 
-    def inner_loop(self, sequences, initial_state, mask, training=False):
-        if isinstance(mask, (list, tuple)):
-            mask = mask[0]
-        if self.cell.reset_after and _fast_path_applies(self, mask, training):
-            out = rnn_backend.gru(
-                sequences, initial_state, self.cell.kernel, self.cell.recurrent_kernel,
-                self.cell.bias, go_backwards=self.go_backwards,
-                return_sequences=self.return_sequences,
-            )
-            if out is not None:
-                return out
-        return super().inner_loop(sequences, initial_state, mask, training=training)
+    _fused_kernel = "gru"
+
+    def _fused_kernel_applies(self):
+        return self.cell.reset_after  # PyTorch's GRU is the reset-after variant
 
 
 @keras.saving.register_keras_serializable(package="kzoo")
