@@ -136,7 +136,7 @@ class AdversarialModel(SelfTrainingModel, keras.Model):
 
     Subclasses build `self.generator` (latent vector to image in
     `value_range`) and `self.discriminator` (image to one logit) and call
-    `_finish_init`. Calling the model on images returns the discriminator's
+    `_finish_init`, or build the discriminator's features and call `_assemble`. Calling the model on images returns the discriminator's
     logits (high means "real").
 
     A `SelfTrainingModel` whose `compile` takes one optimizer per player
@@ -151,6 +151,13 @@ class AdversarialModel(SelfTrainingModel, keras.Model):
     }
     loss_description = "its own loss and takes d_optimizer= and g_optimizer="
     refused_compile_arguments = ("optimizer", "loss", "metrics")
+
+    def _assemble(self, generator, images, features, latent_dim, name, kwargs):
+        """Put the one float32 logit on the discriminator's `features`, then `_finish_init`."""
+        logits = fast.Dense(1, dtype="float32", name="d_logit")(features)
+        discriminator = keras.Model(images, logits, name="discriminator")
+        super().__init__(name=name, **kwargs)
+        self._finish_init(generator, discriminator, latent_dim, f"{name}_seed")
 
     def _finish_init(self, generator, discriminator, latent_dim, seed_name):
         self.generator = generator
@@ -341,11 +348,7 @@ class GAN(AdversarialModel):
             x = keras.layers.LeakyReLU(0.2, name=f"d_lrelu_{i}")(x)
             if dropout:
                 x = fast.Dropout(dropout, name=f"d_dropout_{i}")(x)
-        logits = fast.Dense(1, dtype="float32", name="d_logit")(x)
-        discriminator = keras.Model(images, logits, name="discriminator")
-
-        super().__init__(name=name, **kwargs)
-        self._finish_init(generator, discriminator, latent_dim, f"{name}_seed")
+        self._assemble(generator, images, x, latent_dim, name, kwargs)
 
         # === Config ===
         self._set_config(
@@ -449,11 +452,7 @@ class DCGAN(AdversarialModel):
         x = keras.layers.Flatten(name="d_flatten")(x)
         if dropout:
             x = fast.Dropout(dropout, name="d_dropout")(x)
-        logits = fast.Dense(1, dtype="float32", name="d_logit")(x)
-        discriminator = keras.Model(images, logits, name="discriminator")
-
-        super().__init__(name=name, **kwargs)
-        self._finish_init(generator, discriminator, latent_dim, f"{name}_seed")
+        self._assemble(generator, images, x, latent_dim, name, kwargs)
 
         # === Config ===
         self._set_config(
