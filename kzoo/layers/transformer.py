@@ -769,6 +769,7 @@ class TransformerEncoderBlock(_BlockBase):
         return (x, scores) if return_attention_scores else x
 
 
+# The Args repeat TransformerEncoderBlock's on purpose: each docstring is complete on its own.
 @keras.saving.register_keras_serializable(package="kzoo")
 class TransformerDecoderBlock(_BlockBase):
     """Causal self-attention, cross-attention to an encoder, feed-forward.

@@ -110,6 +110,8 @@ class BERT(ZooModel):
     (1, 6, 100)
     """
 
+    # Signature and validation parallel to TransformerLM's on purpose: each builder checks its
+    # own arguments in signature order (the shared check is check_heads_divide).
     def __init__(
         self,
         vocabulary_size=30522,

@@ -266,6 +266,7 @@ class VGG(ZooModel):
     (2, 10)
     """
 
+    # Docstring and signature parallel to AlexNet's on purpose: each builder documents its own.
     def __init__(
         self,
         input_shape=(224, 224, 3),
@@ -512,6 +513,8 @@ class EfficientNet(ZooModel):
     (2, 10)
     """
 
+    # Signature shaped like every image builder's on purpose: input_shape, num_classes, then
+    # its own arguments, one keyword per config key.
     def __init__(
         self,
         input_shape=(224, 224, 3),

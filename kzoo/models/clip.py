@@ -230,6 +230,7 @@ class CLIPDualEncoder(ZooModel):
     (4, 2)
     """
 
+    # Argument list parallel to the other transformers' on purpose: one keyword per config key.
     def __init__(
         self,
         image_encoder="vit_tiny",

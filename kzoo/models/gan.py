@@ -263,6 +263,8 @@ def _image_inputs(input_shape):
     return input_shape
 
 
+# Registration parallel to every family's on purpose: the registry reads family, task, tiny
+# and recipe from here.
 @keras.saving.register_keras_serializable(package="kzoo")
 @register_model(
     "gan",

@@ -422,6 +422,7 @@ class TransformerLM(ZooModel):
     (1, 6)
     """
 
+    # Argument list parallel to Transformer's on purpose: the same names for the same widths.
     def __init__(
         self,
         vocabulary_size=50257,

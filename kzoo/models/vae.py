@@ -317,6 +317,8 @@ class ConvVAE(VariationalAutoencoder):
     (3, 8, 8, 1)
     """
 
+    # Signature parallel to DCGAN's on purpose: both convolutional generators take the same
+    # image and latent arguments.
     def __init__(
         self,
         input_shape=(16, 16, 1),

@@ -68,6 +68,7 @@ class VisionTransformer(ZooModel):
     (2, 10)
     """
 
+    # Signature shaped like every image builder's on purpose: input_shape first, then its own.
     def __init__(
         self,
         input_shape=(224, 224, 3),
