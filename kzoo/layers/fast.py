@@ -108,6 +108,8 @@ class MaxPooling2D(_FastPooling2D, keras.layers.MaxPooling2D):
     kind = "max"
 
 
+# Parallel to MaxPooling2D on purpose: one registered class per Keras layer it replaces;
+# _FastPooling2D holds the code.
 @keras.saving.register_keras_serializable(package="kzoo")
 class AveragePooling2D(_FastPooling2D, keras.layers.AveragePooling2D):
     """`keras.layers.AveragePooling2D` without layout copies on torch.

@@ -47,8 +47,34 @@ def _fast_path_applies(layer, mask, training):
     )
 
 
+class _FusedInnerLoop:
+    """The inner loop LSTM and GRU share: the fused kernel when it applies, else Keras'.
+
+    A subclass names its kernel in `kzoo.backend.rnn` as `_fused_kernel`
+    (looked up at call time) and may add a condition in `_fused_kernel_applies`.
+    """
+
+    _fused_kernel = None
+
+    def _fused_kernel_applies(self):
+        return True
+
+    def inner_loop(self, sequences, initial_state, mask, training=False):
+        if isinstance(mask, (list, tuple)):
+            mask = mask[0]
+        if self._fused_kernel_applies() and _fast_path_applies(self, mask, training):
+            out = getattr(rnn_backend, self._fused_kernel)(
+                sequences, initial_state, self.cell.kernel, self.cell.recurrent_kernel,
+                self.cell.bias, go_backwards=self.go_backwards,
+                return_sequences=self.return_sequences,
+            )
+            if out is not None:
+                return out
+        return super().inner_loop(sequences, initial_state, mask, training=training)
+
+
 @keras.saving.register_keras_serializable(package="kzoo")
-class LSTM(keras.layers.LSTM):
+class LSTM(_FusedInnerLoop, keras.layers.LSTM):
     """`keras.layers.LSTM` with PyTorch's fused kernel on the torch backend.
 
     Takes exactly the arguments of `keras.layers.LSTM`. Without a mask, with
@@ -62,22 +88,11 @@ class LSTM(keras.layers.LSTM):
     (2, 3, 4)
     """
 
-    def inner_loop(self, sequences, initial_state, mask, training=False):
-        if isinstance(mask, (list, tuple)):
-            mask = mask[0]
-        if _fast_path_applies(self, mask, training):
-            out = rnn_backend.lstm(
-                sequences, initial_state, self.cell.kernel, self.cell.recurrent_kernel,
-                self.cell.bias, go_backwards=self.go_backwards,
-                return_sequences=self.return_sequences,
-            )
-            if out is not None:
-                return out
-        return super().inner_loop(sequences, initial_state, mask, training=training)
+    _fused_kernel = "lstm"
 
 
 @keras.saving.register_keras_serializable(package="kzoo")
-class GRU(keras.layers.GRU):
+class GRU(_FusedInnerLoop, keras.layers.GRU):
     """`keras.layers.GRU` with PyTorch's fused kernel on the torch backend.
 
     Takes exactly the arguments of `keras.layers.GRU`. With `reset_after=True`
@@ -92,18 +107,10 @@ class GRU(keras.layers.GRU):
     (2, 4)
     """
 
-    def inner_loop(self, sequences, initial_state, mask, training=False):
-        if isinstance(mask, (list, tuple)):
-            mask = mask[0]
-        if self.cell.reset_after and _fast_path_applies(self, mask, training):
-            out = rnn_backend.gru(
-                sequences, initial_state, self.cell.kernel, self.cell.recurrent_kernel,
-                self.cell.bias, go_backwards=self.go_backwards,
-                return_sequences=self.return_sequences,
-            )
-            if out is not None:
-                return out
-        return super().inner_loop(sequences, initial_state, mask, training=training)
+    _fused_kernel = "gru"
+
+    def _fused_kernel_applies(self):
+        return self.cell.reset_after  # PyTorch's GRU is the reset-after variant
 
 
 @keras.saving.register_keras_serializable(package="kzoo")
@@ -151,8 +158,29 @@ class SequencePooling(keras.layers.Layer):
         return {**super().get_config(), "mode": self.mode}
 
 
+class _ScoreAttention(keras.layers.Layer):
+    """The part the two attention layers share: masked softmax of `scores`, then the context.
+
+    A subclass defines `_scores(query, values)` -> `(B, Tq, Tv)`.
+    """
+
+    def call(self, query, values, values_mask=None):
+        weights = _masked_softmax(self._scores(query, values), values_mask)
+        context = ops.matmul(ops.cast(weights, values.dtype), values)  # (B, Tq, dv)
+        return context, weights
+
+    def compute_output_shape(self, query_shape, values_shape, values_mask_shape=None):
+        return (
+            (query_shape[0], query_shape[1], values_shape[-1]),
+            (query_shape[0], query_shape[1], values_shape[1]),
+        )
+
+    def compute_mask(self, query, values, values_mask=None):
+        return None
+
+
 @keras.saving.register_keras_serializable(package="kzoo")
-class BahdanauAttention(keras.layers.Layer):
+class BahdanauAttention(_ScoreAttention):
     """Additive attention (Bahdanau et al., 2015).
 
     `score(q, k) = v^T tanh(W_q q + W_k k)`, softmax over the encoder steps,
@@ -188,30 +216,18 @@ class BahdanauAttention(keras.layers.Layer):
             name="score_vector", shape=(self.units,), initializer="glorot_uniform"
         )
 
-    def call(self, query, values, values_mask=None):
+    def _scores(self, query, values):
         q = ops.matmul(query, self.query_kernel)  # (B, Tq, U)
         k = ops.matmul(values, self.key_kernel)  # (B, Tv, U)
         hidden = ops.tanh(q[:, :, None, :] + k[:, None, :, :] + self.bias)  # (B, Tq, Tv, U)
-        scores = ops.sum(hidden * self.score_vector, axis=-1)  # (B, Tq, Tv)
-        weights = _masked_softmax(scores, values_mask)
-        context = ops.matmul(ops.cast(weights, values.dtype), values)  # (B, Tq, dv)
-        return context, weights
-
-    def compute_output_shape(self, query_shape, values_shape, values_mask_shape=None):
-        return (
-            (query_shape[0], query_shape[1], values_shape[-1]),
-            (query_shape[0], query_shape[1], values_shape[1]),
-        )
-
-    def compute_mask(self, query, values, values_mask=None):
-        return None
+        return ops.sum(hidden * self.score_vector, axis=-1)  # (B, Tq, Tv)
 
     def get_config(self):
         return {**super().get_config(), "units": self.units}
 
 
 @keras.saving.register_keras_serializable(package="kzoo")
-class LuongAttention(keras.layers.Layer):
+class LuongAttention(_ScoreAttention):
     """Multiplicative attention (Luong et al., 2015, the "general" score).
 
     `score(q, k) = q^T W k`, softmax over the encoder steps, and the context
@@ -240,23 +256,12 @@ class LuongAttention(keras.layers.Layer):
             initializer="glorot_uniform",
         )
 
-    def call(self, query, values, values_mask=None):
+    def _scores(self, query, values):
         keys = ops.matmul(values, self.kernel)  # (B, Tv, dq)
         scores = ops.matmul(query, ops.transpose(keys, (0, 2, 1)))  # (B, Tq, Tv)
         if self.scale:
             scores = scores / ops.sqrt(ops.cast(ops.shape(query)[-1], scores.dtype))
-        weights = _masked_softmax(scores, values_mask)
-        context = ops.matmul(ops.cast(weights, values.dtype), values)  # (B, Tq, dv)
-        return context, weights
-
-    def compute_output_shape(self, query_shape, values_shape, values_mask_shape=None):
-        return (
-            (query_shape[0], query_shape[1], values_shape[-1]),
-            (query_shape[0], query_shape[1], values_shape[1]),
-        )
-
-    def compute_mask(self, query, values, values_mask=None):
-        return None
+        return scores
 
     def get_config(self):
         return {**super().get_config(), "scale": self.scale}

@@ -596,7 +596,7 @@ def feed_forward_activation(name):
 
 
 class _BlockBase(keras.layers.Layer):
-    """Shared arguments and the feed-forward part of the two blocks."""
+    """Shared arguments, the attention sublayers and the feed-forward part of the two blocks."""
 
     def __init__(
         self,
@@ -634,6 +634,19 @@ class _BlockBase(keras.layers.Layer):
         return keras.layers.LayerNormalization(
             epsilon=self.layer_norm_epsilon, dtype=self.dtype_policy, name=name
         )
+
+    def _attention_sublayer(self, name, query_shape, value_shape=None):
+        """Built `(attention, norm, dropout)` of one attention sublayer: `name`, `{name}_norm`."""
+        attention = self._attention(name)
+        attention.build(query_shape, value_shape)
+        norm = self._norm(f"{name}_norm")
+        norm.build(query_shape)
+        return attention, norm, fast.Dropout(self.dropout, dtype=self.dtype_policy)
+
+    def _dropped(self, result, dropout, training):
+        """`result` of an attention call with `dropout` applied to its first output, as a tuple."""
+        result = result if isinstance(result, tuple) else (result,)
+        return (dropout(result[0], training=training),) + result[1:]
 
     def _build_feed_forward(self, features):
         self.ff_dense_1 = fast.Dense(
@@ -727,11 +740,9 @@ class TransformerEncoderBlock(_BlockBase):
 
     def build(self, inputs_shape):
         features = inputs_shape[-1]
-        self.self_attention = self._attention("self_attention")
-        self.self_attention.build(inputs_shape)
-        self.self_attention_norm = self._norm("self_attention_norm")
-        self.self_attention_norm.build(inputs_shape)
-        self.self_attention_dropout = fast.Dropout(self.dropout, dtype=self.dtype_policy)
+        self.self_attention, self.self_attention_norm, self.self_attention_dropout = (
+            self._attention_sublayer("self_attention", inputs_shape)
+        )
         self._build_feed_forward(features)
 
     def call(
@@ -753,8 +764,7 @@ class TransformerEncoderBlock(_BlockBase):
                 h, attention_mask=mask, use_causal_mask=use_causal_mask,
                 return_attention_scores=return_attention_scores, training=training,
             )
-            out, extra = (result[0], result[1:]) if return_attention_scores else (result, ())
-            return (self.self_attention_dropout(out, training=training),) + extra
+            return self._dropped(result, self.self_attention_dropout, training)
 
         x, extra = self._residual(inputs, self.self_attention_norm, attend, training)
         scores = extra[0] if return_attention_scores else None
@@ -762,6 +772,7 @@ class TransformerEncoderBlock(_BlockBase):
         return (x, scores) if return_attention_scores else x
 
 
+# The Args repeat TransformerEncoderBlock's on purpose: each docstring is complete on its own.
 @keras.saving.register_keras_serializable(package="kzoo")
 class TransformerDecoderBlock(_BlockBase):
     """Causal self-attention, cross-attention to an encoder, feed-forward.
@@ -824,18 +835,14 @@ class TransformerDecoderBlock(_BlockBase):
 
     def build(self, inputs_shape, encoder_outputs_shape=None):
         features = inputs_shape[-1]
-        self.self_attention = self._attention("self_attention")
-        self.self_attention.build(inputs_shape)
-        self.self_attention_norm = self._norm("self_attention_norm")
-        self.self_attention_norm.build(inputs_shape)
-        self.self_attention_dropout = fast.Dropout(self.dropout, dtype=self.dtype_policy)
+        self.self_attention, self.self_attention_norm, self.self_attention_dropout = (
+            self._attention_sublayer("self_attention", inputs_shape)
+        )
         if self.cross_attention_enabled:
-            self.cross_attention = self._attention("cross_attention")
-            self.cross_attention.build(inputs_shape, encoder_outputs_shape or inputs_shape)
-            self.cross_attention_norm = self._norm("cross_attention_norm")
-            self.cross_attention_norm.build(inputs_shape)
-            self.cross_attention_dropout = fast.Dropout(
-                self.dropout, dtype=self.dtype_policy
+            self.cross_attention, self.cross_attention_norm, self.cross_attention_dropout = (
+                self._attention_sublayer(
+                    "cross_attention", inputs_shape, encoder_outputs_shape or inputs_shape
+                )
             )
         self._build_feed_forward(features)
 
@@ -875,8 +882,7 @@ class TransformerDecoderBlock(_BlockBase):
                 cache=self_attention_cache, cache_index=cache_index,
                 return_attention_scores=return_attention_scores, training=training,
             )
-            result = result if isinstance(result, tuple) else (result,)
-            return (self.self_attention_dropout(result[0], training=training),) + result[1:]
+            return self._dropped(result, self.self_attention_dropout, training)
 
         x, extra = self._residual(inputs, self.self_attention_norm, attend_self, training)
         new_cache = extra[0] if self_attention_cache is not None else None
@@ -891,8 +897,7 @@ class TransformerDecoderBlock(_BlockBase):
                     cache=cross_attention_cache,
                     return_attention_scores=return_attention_scores, training=training,
                 )
-                result = result if isinstance(result, tuple) else (result,)
-                return (self.cross_attention_dropout(result[0], training=training),) + result[1:]
+                return self._dropped(result, self.cross_attention_dropout, training)
 
             x, extra = self._residual(x, self.cross_attention_norm, attend_cross, training)
             scores = extra[-1] if return_attention_scores else None

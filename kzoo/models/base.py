@@ -8,6 +8,7 @@ layer, take the features without the head, and swap the head.
 """
 
 import keras
+import numpy as np
 from keras import ops
 
 from kzoo import validation, vocabulary
@@ -142,6 +143,32 @@ def image_or_signal_shape(input_shape):
             "last, such as input_shape=(32, 32, 3) or (40, 1)."
         )
     return input_shape
+
+
+def check_heads_divide(width_name, width, heads_name, heads, example):
+    """Refuse an attention width that `heads` does not divide into equal heads.
+
+    Args:
+        width_name: str. The width's argument name, such as `"hidden_dim"`.
+        width: int. Its value.
+        heads_name: str. The heads' argument name, such as `"num_heads"`.
+        heads: int. Its value.
+        example: str. Ends the error sentence, such as `"768 with 12 heads"`.
+
+    Raises:
+        ValueError: `heads` does not divide `width`.
+
+    Example:
+
+    >>> check_heads_divide("hidden_dim", 10, "num_heads", 4, "768 with 12 heads")
+    Traceback (most recent call last):
+    ValueError: Received hidden_dim=10 and num_heads=4; expected hidden_dim divisible by num_heads, such as 768 with 12 heads.
+    """
+    if width % heads:
+        raise ValueError(
+            f"Received {width_name}={width} and {heads_name}={heads}; expected {width_name} "
+            f"divisible by {heads_name}, such as {example}."
+        )
 
 
 
@@ -329,6 +356,37 @@ class SelfTrainingModel(ModelConfig):
         if self.losses:
             loss = loss + ops.sum(ops.stack([ops.cast(v, "float32") for v in self.losses]))
         return loss
+
+    def _from_prior(self, n, seed, batch_size, decode):
+        """Decode `n` latent vectors drawn from N(0, I) with `seed`, `batch_size` at a time."""
+        n = validation.positive_int("n", n)
+        z = np.random.default_rng(seed).standard_normal((n, self.latent_dim)).astype("float32")
+        return np.concatenate([decode(z[i : i + batch_size]) for i in range(0, n, batch_size)])
+
+
+def conv_generator_shapes(input_shape, latent_dim, filters):
+    """Validate what the convolutional GAN and VAE share: a square image whose side 4 divides.
+
+    Args:
+        input_shape: `(size, size, channels)`, channels 1 or 3, size a multiple of 4.
+        latent_dim: int. Width of the latent vector.
+        filters: int. Base number of convolution filters.
+
+    Returns:
+        `(input_shape, channels, base, latent_dim, filters)`, with `base` the
+        side of the `(size/4)^2` map that two stride-2 layers turn into the image.
+
+    Example:
+
+    >>> conv_generator_shapes([16, 16, 1], 8, 4)
+    ((16, 16, 1), 1, 4, 8, 4)
+    """
+    image_size, channels = validation.square_image(
+        "input_shape", input_shape, multiple_of=4, channels=(1, 3)
+    )
+    latent_dim = validation.positive_int("latent_dim", latent_dim)
+    filters = validation.positive_int("filters", filters)
+    return (image_size, image_size, channels), channels, image_size // 4, latent_dim, filters
 
 
 #: The former name of `SelfTrainingModel`.

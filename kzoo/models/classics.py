@@ -104,6 +104,24 @@ class LeNet5(ZooModel):
         )
 
 
+def _dense_classifier(x, pool_size, indices, dense_units, dropout, num_classes, dropout_first):
+    """AlexNet's and VGG's classifier: adaptive average pool, flatten, two ReLU dense, logits.
+
+    The dense layers are named `fc{i}` and their dropouts `dropout{i}` for `i`
+    in `indices` (the torchvision checkpoints' numbering); AlexNet drops out
+    before each dense layer, VGG after.
+    """
+    x = AdaptiveAveragePooling(pool_size, name="adaptive_pool")(x)
+    x = keras.layers.Flatten(name="flatten")(x)  # (B, pool_h * pool_w * channels)
+    for i in indices:
+        if dropout_first:
+            x = fast.Dropout(dropout, name=f"dropout{i}")(x)
+        x = fast.Dense(dense_units, activation="relu", name=f"fc{i}")(x)
+        if not dropout_first:
+            x = fast.Dropout(dropout, name=f"dropout{i}")(x)
+    return head(x, num_classes=num_classes)
+
+
 # === AlexNet ===
 ALEXNET_FILTERS = {
     False: (64, 192, 384, 256, 256),  # single tower (Krizhevsky, 2014; torchvision)
@@ -201,12 +219,8 @@ class AlexNet(ZooModel):
         x = conv_relu(x, 4, 3)
         x = conv_relu(x, 5, 3)
         x = pool(x, "max", 3, 2, name="pool5")  # (B, 6, 6, f5)
-        x = AdaptiveAveragePooling((6, 6), name="adaptive_pool")(x)
-        x = keras.layers.Flatten(name="flatten")(x)  # (B, 36 * f5)
-        for i in (6, 7):
-            x = fast.Dropout(dropout, name=f"dropout{i}")(x)
-            x = fast.Dense(dense_units, activation="relu", name=f"fc{i}")(x)
-        outputs = head(x, num_classes=num_classes)
+        outputs = _dense_classifier(x, (6, 6), (6, 7), dense_units, dropout, num_classes,
+                                    dropout_first=True)
         super().__init__(inputs, outputs, name=name, **kwargs)
 
         # === Config ===
@@ -252,6 +266,7 @@ class VGG(ZooModel):
     (2, 10)
     """
 
+    # Docstring and signature parallel to AlexNet's on purpose: each builder documents its own.
     def __init__(
         self,
         input_shape=(224, 224, 3),
@@ -283,12 +298,8 @@ class VGG(ZooModel):
             for j in range(1, convs + 1):
                 x = conv_bn_act(x, width, 3, use_batch_norm=batch_norm, name=f"block{i}_conv{j}")
             x = pool(x, "max", 2, name=f"block{i}_pool")  # halves height and width
-        x = AdaptiveAveragePooling((7, 7), name="adaptive_pool")(x)
-        x = keras.layers.Flatten(name="flatten")(x)  # (B, 49 * filters[-1])
-        for i in (1, 2):
-            x = fast.Dense(dense_units, activation="relu", name=f"fc{i}")(x)
-            x = fast.Dropout(dropout, name=f"dropout{i}")(x)
-        outputs = head(x, num_classes=num_classes)
+        outputs = _dense_classifier(x, (7, 7), (1, 2), dense_units, dropout, num_classes,
+                                    dropout_first=False)
         super().__init__(inputs, outputs, name=name, **kwargs)
 
         # === Config ===
@@ -502,6 +513,8 @@ class EfficientNet(ZooModel):
     (2, 10)
     """
 
+    # Signature shaped like every image builder's on purpose: input_shape, num_classes, then
+    # its own arguments, one keyword per config key.
     def __init__(
         self,
         input_shape=(224, 224, 3),

@@ -22,7 +22,7 @@ from kzoo.layers.transformer import (
     TokenAndPositionEmbedding,
     TransformerEncoderBlock,
 )
-from kzoo.models.base import ZooModel
+from kzoo.models.base import ZooModel, check_heads_divide
 
 
 def clip_loss(image_embeddings, text_embeddings, logit_scale):
@@ -230,6 +230,7 @@ class CLIPDualEncoder(ZooModel):
     (4, 2)
     """
 
+    # Argument list parallel to the other transformers' on purpose: one keyword per config key.
     def __init__(
         self,
         image_encoder="vit_tiny",
@@ -272,12 +273,8 @@ class CLIPDualEncoder(ZooModel):
         max_sequence_length = validation.positive_int("max_sequence_length", max_sequence_length)
         text_hidden_dim = validation.positive_int("text_hidden_dim", text_hidden_dim)
         num_text_heads = validation.positive_int("num_text_heads", num_text_heads)
-        if text_hidden_dim % num_text_heads:
-            raise ValueError(
-                f"Received text_hidden_dim={text_hidden_dim} and num_text_heads="
-                f"{num_text_heads}; expected text_hidden_dim divisible by num_text_heads, "
-                "such as 256 with 4 heads."
-            )
+        check_heads_divide("text_hidden_dim", text_hidden_dim, "num_text_heads", num_text_heads,
+                           "256 with 4 heads")
         num_text_layers = validation.positive_int("num_text_layers", num_text_layers)
         embedding_dim = validation.positive_int("embedding_dim", embedding_dim)
         dropout = validation.fraction("dropout", dropout)

@@ -17,12 +17,16 @@ same step (simultaneous gradient descent) rather than one after the other.
 import math
 
 import keras
-import numpy as np
 from keras import ops
 
 from kzoo import validation
 from kzoo.layers import fast
-from kzoo.models.base import SelfTrainingModel, check_value_range, rescaling
+from kzoo.models.base import (
+    SelfTrainingModel,
+    check_value_range,
+    conv_generator_shapes,
+    rescaling,
+)
 from kzoo.optimizers import Adam
 from kzoo.registry import register_model, uniform_inputs
 from kzoo.vocabulary import SquareImage, renamed_arguments
@@ -132,7 +136,7 @@ class AdversarialModel(SelfTrainingModel, keras.Model):
 
     Subclasses build `self.generator` (latent vector to image in
     `value_range`) and `self.discriminator` (image to one logit) and call
-    `_finish_init`. Calling the model on images returns the discriminator's
+    `_finish_init`, or build the discriminator's features and call `_assemble`. Calling the model on images returns the discriminator's
     logits (high means "real").
 
     A `SelfTrainingModel` whose `compile` takes one optimizer per player
@@ -147,6 +151,13 @@ class AdversarialModel(SelfTrainingModel, keras.Model):
     }
     loss_description = "its own loss and takes d_optimizer= and g_optimizer="
     refused_compile_arguments = ("optimizer", "loss", "metrics")
+
+    def _assemble(self, generator, images, features, latent_dim, name, kwargs):
+        """Put the one float32 logit on the discriminator's `features`, then `_finish_init`."""
+        logits = fast.Dense(1, dtype="float32", name="d_logit")(features)
+        discriminator = keras.Model(images, logits, name="discriminator")
+        super().__init__(name=name, **kwargs)
+        self._finish_init(generator, discriminator, latent_dim, f"{name}_seed")
 
     def _finish_init(self, generator, discriminator, latent_dim, seed_name):
         self.generator = generator
@@ -233,14 +244,10 @@ class AdversarialModel(SelfTrainingModel, keras.Model):
             seed: int or None. Fixes the latent vectors; None draws new ones.
             batch_size: int. Images per generator call. Defaults to 256.
         """
-        n = validation.positive_int("n", n)
-        rng = np.random.default_rng(seed)
-        z = rng.standard_normal((n, self.latent_dim)).astype("float32")
-        out = [
-            ops.convert_to_numpy(self.generator(z[i : i + batch_size], training=False))
-            for i in range(0, n, batch_size)
-        ]
-        return np.concatenate(out).astype("float32")
+        return self._from_prior(
+            n, seed, batch_size,
+            lambda z: ops.convert_to_numpy(self.generator(z, training=False)),
+        ).astype("float32")
 
 
 # === GAN: fully connected players (Goodfellow et al., 2014) ===
@@ -256,6 +263,8 @@ def _image_inputs(input_shape):
     return input_shape
 
 
+# Registration parallel to every family's on purpose: the registry reads family, task, tiny
+# and recipe from here.
 @keras.saving.register_keras_serializable(package="kzoo")
 @register_model(
     "gan",
@@ -341,11 +350,7 @@ class GAN(AdversarialModel):
             x = keras.layers.LeakyReLU(0.2, name=f"d_lrelu_{i}")(x)
             if dropout:
                 x = fast.Dropout(dropout, name=f"d_dropout_{i}")(x)
-        logits = fast.Dense(1, dtype="float32", name="d_logit")(x)
-        discriminator = keras.Model(images, logits, name="discriminator")
-
-        super().__init__(name=name, **kwargs)
-        self._finish_init(generator, discriminator, latent_dim, f"{name}_seed")
+        self._assemble(generator, images, x, latent_dim, name, kwargs)
 
         # === Config ===
         self._set_config(
@@ -414,15 +419,11 @@ class DCGAN(AdversarialModel):
         name="dcgan",
         **kwargs,
     ):
-        image_size, channels = validation.square_image(
-            "input_shape", input_shape, multiple_of=4, channels=(1, 3)
+        input_shape, channels, base, latent_dim, filters = conv_generator_shapes(
+            input_shape, latent_dim, filters
         )
-        latent_dim = validation.positive_int("latent_dim", latent_dim)
-        filters = validation.positive_int("filters", filters)
         dropout = validation.fraction("dropout", dropout)
         value_range = check_value_range(value_range)
-        base = image_size // 4
-        input_shape = (image_size, image_size, channels)
 
         # === Generator: z -> (size/4)^2 map -> two 2x transposed convs -> image ===
         z = keras.Input((latent_dim,), name="latent")
@@ -453,11 +454,7 @@ class DCGAN(AdversarialModel):
         x = keras.layers.Flatten(name="d_flatten")(x)
         if dropout:
             x = fast.Dropout(dropout, name="d_dropout")(x)
-        logits = fast.Dense(1, dtype="float32", name="d_logit")(x)
-        discriminator = keras.Model(images, logits, name="discriminator")
-
-        super().__init__(name=name, **kwargs)
-        self._finish_init(generator, discriminator, latent_dim, f"{name}_seed")
+        self._assemble(generator, images, x, latent_dim, name, kwargs)
 
         # === Config ===
         self._set_config(

@@ -51,6 +51,7 @@ def _searched_kwargs(values, entry):
     return {"hidden_units": (values.pop("width"),) * values.pop("depth")}
 
 
+# Each family declares its own search space on purpose (issue 22): cnn's has the same shape.
 #: The tuner's default space (recipes/tune.py).
 SEARCH_SPACE = FamilySpace(
     {"depth": "1..3", "width": "32..512:log:step=2", "dropout": "0.0..0.5:step=0.1",

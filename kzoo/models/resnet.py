@@ -75,6 +75,7 @@ class ResNet(ZooModel):
     25557032
     """
 
+    # Docstring shaped like LeNet5's on purpose: Args, then an Example that runs (STYLE.md).
     def __init__(
         self,
         input_shape=(224, 224, 3),
@@ -119,6 +120,7 @@ class ResNet(ZooModel):
                     name=f"stage{i}_block{j}",
                 )
         x = global_pool(x, "avg", name="pool")  # (B, channels)
+        # Builder tail parallel to SimpleCNN's on purpose: head, functional init, config.
         outputs = head(x, num_classes=num_classes, num_outputs=num_outputs, dropout=dropout)
         super().__init__(inputs, outputs, name=name, **kwargs)
 
@@ -150,6 +152,7 @@ SEARCH_SPACE = FamilySpace(
 
 
 # === Registered variants ===
+# One register_variant per published variant on purpose: each row is that variant's record.
 register_variant(
     "resnet18",
     ResNet,

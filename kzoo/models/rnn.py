@@ -189,6 +189,7 @@ def tiny_token_inputs(batch, rng):
 
 
 
+# One register_variant per cell and task on purpose: each row is that variant's record.
 register_variant(
     "lstm_classifier", RecurrentNetwork,
     summary="LSTM sequence classifier (stacked, optionally bidirectional; logits).",

@@ -92,6 +92,7 @@ class Seq2SeqAttention(ZooModel):
     ((2, 6), (2, 6, 4))
     """
 
+    # Signature shaped like every builder's on purpose: one keyword per config key.
     def __init__(
         self,
         source_vocabulary_size=40,

@@ -24,7 +24,7 @@ from kzoo.layers.transformer import (
     TransformerDecoderBlock,
     TransformerEncoderBlock,
 )
-from kzoo.models.base import ZooModel
+from kzoo.models.base import ZooModel, check_heads_divide
 from kzoo.registry import register_model
 from kzoo.vocabulary import renamed_arguments
 
@@ -187,11 +187,8 @@ class Transformer(ZooModel):
         )
         hidden_dim = validation.positive_int("hidden_dim", hidden_dim)
         num_heads = validation.positive_int("num_heads", num_heads)
-        if hidden_dim % num_heads:
-            raise ValueError(
-                f"Received hidden_dim={hidden_dim} and num_heads={num_heads}; expected hidden_dim "
-                "divisible by num_heads, such as hidden_dim=512 with num_heads=8."
-            )
+        check_heads_divide("hidden_dim", hidden_dim, "num_heads", num_heads,
+                           "hidden_dim=512 with num_heads=8")
         num_encoder_layers = validation.positive_int("num_encoder_layers", num_encoder_layers)
         num_decoder_layers = validation.positive_int("num_decoder_layers", num_decoder_layers)
         dropout = validation.fraction("dropout", dropout)
@@ -425,6 +422,7 @@ class TransformerLM(ZooModel):
     (1, 6)
     """
 
+    # Argument list parallel to Transformer's on purpose: the same names for the same widths.
     def __init__(
         self,
         vocabulary_size=50257,
@@ -446,11 +444,8 @@ class TransformerLM(ZooModel):
         max_sequence_length = validation.positive_int("max_sequence_length", max_sequence_length)
         hidden_dim = validation.positive_int("hidden_dim", hidden_dim)
         num_heads = validation.positive_int("num_heads", num_heads)
-        if hidden_dim % num_heads:
-            raise ValueError(
-                f"Received hidden_dim={hidden_dim} and num_heads={num_heads}; expected hidden_dim "
-                "divisible by num_heads, such as hidden_dim=768 with num_heads=12."
-            )
+        check_heads_divide("hidden_dim", hidden_dim, "num_heads", num_heads,
+                           "hidden_dim=768 with num_heads=12")
         num_layers = validation.positive_int("num_layers", num_layers)
         dropout = validation.fraction("dropout", dropout)
         validation.choice("position_encoding", position_encoding, ("learned", "sinusoidal"))

@@ -18,7 +18,14 @@ from keras import ops
 
 from kzoo import validation
 from kzoo.layers import fast
-from kzoo.models.base import SelfTrainingModel, ZooModel, check_value_range, rescale, rescaling
+from kzoo.models.base import (
+    SelfTrainingModel,
+    ZooModel,
+    check_value_range,
+    conv_generator_shapes,
+    rescale,
+    rescaling,
+)
 from kzoo.registry import register_model, uniform_inputs
 from kzoo.vocabulary import SquareImage, renamed_arguments
 
@@ -163,9 +170,7 @@ class VariationalAutoencoder(SelfTrainingModel, ZooModel):
             seed: int or None. Fixes the latent vectors; None draws new ones.
             batch_size: int. Images per decoder call. Defaults to 256.
         """
-        n = validation.positive_int("n", n)
-        z = np.random.default_rng(seed).standard_normal((n, self.latent_dim)).astype("float32")
-        return np.concatenate([self.decode(z[i : i + batch_size]) for i in range(0, n, batch_size)])
+        return self._from_prior(n, seed, batch_size, self.decode)
 
 
 # === Dense VAE ===
@@ -312,6 +317,8 @@ class ConvVAE(VariationalAutoencoder):
     (3, 8, 8, 1)
     """
 
+    # Signature parallel to DCGAN's on purpose: both convolutional generators take the same
+    # image and latent arguments.
     def __init__(
         self,
         input_shape=(16, 16, 1),
@@ -323,17 +330,13 @@ class ConvVAE(VariationalAutoencoder):
         name="conv_vae",
         **kwargs,
     ):
-        image_size, channels = validation.square_image(
-            "input_shape", input_shape, multiple_of=4, channels=(1, 3)
+        input_shape, channels, base, latent_dim, filters = conv_generator_shapes(
+            input_shape, latent_dim, filters
         )
-        latent_dim = validation.positive_int("latent_dim", latent_dim)
-        filters = validation.positive_int("filters", filters)
         hidden_units = validation.positive_int("hidden_units", hidden_units)
         if not isinstance(beta, (int, float)) or isinstance(beta, bool) or beta < 0:
             raise ValueError(f"Received beta={beta!r}; expected a number >= 0 such as beta=1.0.")
         value_range = check_value_range(value_range)
-        base = image_size // 4
-        input_shape = (image_size, image_size, channels)
 
         # === Encoder: two stride-2 convs -> dense -> (z_mean, z_log_var) ===
         images = keras.Input(input_shape, name="images")

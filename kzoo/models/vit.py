@@ -13,7 +13,7 @@ from kzoo.layers.transformer import (
     SequencePooling,
     TransformerEncoderBlock,
 )
-from kzoo.models.base import ZooModel, head
+from kzoo.models.base import ZooModel, check_heads_divide, head
 from kzoo.registry import register_variant
 from kzoo.training.search_space import FamilySpace
 from kzoo.vocabulary import renamed_arguments
@@ -68,6 +68,7 @@ class VisionTransformer(ZooModel):
     (2, 10)
     """
 
+    # Signature shaped like every image builder's on purpose: input_shape first, then its own.
     def __init__(
         self,
         input_shape=(224, 224, 3),
@@ -92,11 +93,7 @@ class VisionTransformer(ZooModel):
         patch_size = validation.positive_int("patch_size", patch_size)
         hidden_dim = validation.positive_int("hidden_dim", hidden_dim)
         num_heads = validation.positive_int("num_heads", num_heads)
-        if hidden_dim % num_heads:
-            raise ValueError(
-                f"Received hidden_dim={hidden_dim} and num_heads={num_heads}; expected "
-                "hidden_dim divisible by num_heads, such as 768 with 12 heads."
-            )
+        check_heads_divide("hidden_dim", hidden_dim, "num_heads", num_heads, "768 with 12 heads")
         num_layers = validation.positive_int("num_layers", num_layers)
         validation.choice("pooling", pooling, POOLINGS)
         height, width = input_shape[:2]
