@@ -54,7 +54,7 @@ class _FusedInnerLoop:
     (looked up at call time) and may add a condition in `_fused_kernel_applies`.
     """
 
-    _fused_kernel = None
+    _fused_kernel: str | None = None
 
     def _fused_kernel_applies(self):
         return True

@@ -297,10 +297,11 @@ def add_deprecated_alias(parser: argparse.ArgumentParser, old: str, new: str) ->
         raise ValueError(
             f"Received new={new!r}; expected a flag of the parser that takes a value, so add "
             f"{new} before its deprecated alias {old}.")
-    parser.add_argument(old, action=_DeprecatedFlag, new_option=new, dest=action.dest,
-                        type=action.type, nargs=action.nargs, choices=action.choices,
-                        metavar=action.metavar or action.dest.upper(),
-                        default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    alias = parser.add_argument(old, action=_DeprecatedFlag, new_option=new, dest=action.dest,
+                                nargs=action.nargs, choices=action.choices,
+                                metavar=action.metavar or action.dest.upper(),
+                                default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    alias.type = action.type  # the new flag's parsing, so a bad value reads the same
 
 
 def make_optimizer(name: str = "adam",
