@@ -177,14 +177,8 @@ def test_runs_without_resume_can_be_resumed_and_history_has_each_epoch_once(tmp_
             if epoch == 1:
                 raise KeyboardInterrupt
 
-    standard = runner.Run.callbacks
-    runner.Run.callbacks = lambda self, monitor=None, phase=None, **kwargs: (
-        standard(self, monitor, phase, **kwargs) + [Stop()])
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            mlp(["--epochs", "3", "--output-dir", str(folder), *TINY])
-    finally:
-        runner.Run.callbacks = standard
+    with pytest.raises(KeyboardInterrupt):
+        _with_callback(Stop(), ["--epochs", "3", "--output-dir", str(folder), *TINY])
     assert history_epochs(folder) == [0, 1]
     assert json.loads((folder / "run.json").read_text())["status"] == "running"
     mlp(["--epochs", "3", "--resume", "--output-dir", str(folder), *TINY])
@@ -220,15 +214,9 @@ def old_vit_run(tmp_path):
         def on_epoch_end(self, epoch, logs=None):
             raise KeyboardInterrupt
 
-    standard = runner.Run.callbacks
-    runner.Run.callbacks = lambda self, monitor=None, phase=None, **kwargs: (
-        standard(self, monitor, phase, **kwargs) + [Stop()])
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            vit([*VIT, "--num-layers", "1", "--intermediate-dim", "16",
-                 "--output-dir", str(folder)])
-    finally:
-        runner.Run.callbacks = standard
+    with pytest.raises(KeyboardInterrupt):
+        _with_callback(Stop(), [*VIT, "--num-layers", "1", "--intermediate-dim", "16",
+                                "--output-dir", str(folder)], recipe=vit)
     state = json.loads((folder / "run.json").read_text())
     # The model the run trained, rebuilt with the new names: its hash is the recorded one.
     config = kzoo.create_model(
@@ -286,12 +274,13 @@ def test_a_loss_far_above_its_start_stops_the_run(tmp_path, capsys):
     assert json.loads((folder / "run.json").read_text())["status"] == "diverged"
 
 
-def _with_callback(callback, argv):
+def _with_callback(callback, argv, recipe=None):
+    """Run `recipe` (mlp by default) with `callback` added to the runner's own callbacks."""
     standard = runner.Run.callbacks
     runner.Run.callbacks = lambda self, monitor=None, phase=None, **kwargs: (
         standard(self, monitor, phase, **kwargs) + [callback])
     try:
-        return mlp(argv)
+        return (recipe or mlp)(argv)
     finally:
         runner.Run.callbacks = standard
 
