@@ -142,3 +142,30 @@ def exactly_one(names_values):
             f"Received {given or 'neither'} set; expected exactly one of "
             f"{names}, so pass one of them."
         )
+
+
+def heads_divide(width_name, width, heads_name, heads, example):
+    """Refuse an attention width that `heads` does not divide into equal heads.
+
+    Args:
+        width_name: str. The width's argument name, such as `"hidden_dim"`.
+        width: int. Its value.
+        heads_name: str. The heads' argument name, such as `"num_heads"`.
+        heads: int. Its value.
+        example: str. Ends the error sentence, such as `"768 with 12 heads"`.
+
+    Raises:
+        ValueError: `heads` does not divide `width`.
+
+    Example:
+
+    >>> from kzoo import validation
+    >>> validation.heads_divide("hidden_dim", 10, "num_heads", 4, "768 with 12 heads")
+    Traceback (most recent call last):
+    ValueError: Received hidden_dim=10 and num_heads=4; expected hidden_dim divisible by num_heads, such as 768 with 12 heads.
+    """
+    if width % heads:
+        raise ValueError(
+            f"Received {width_name}={width} and {heads_name}={heads}; expected {width_name} "
+            f"divisible by {heads_name}, such as {example}."
+        )

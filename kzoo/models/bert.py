@@ -19,7 +19,7 @@ from kzoo.layers.transformer import (
     TokenAndPositionEmbedding,
     TransformerEncoderBlock,
 )
-from kzoo.models.base import ZooModel, check_heads_divide
+from kzoo.models.base import ZooModel
 from kzoo.models.base import head as classification_head
 from kzoo.registry import register_variant
 from kzoo.vocabulary import renamed_arguments
@@ -111,7 +111,7 @@ class BERT(ZooModel):
     """
 
     # Signature and validation parallel to TransformerLM's on purpose: each builder checks its
-    # own arguments in signature order (the shared check is check_heads_divide).
+    # own arguments in signature order (the shared check is validation.heads_divide).
     def __init__(
         self,
         vocabulary_size=30522,
@@ -135,7 +135,7 @@ class BERT(ZooModel):
         hidden_dim = validation.positive_int("hidden_dim", hidden_dim)
         num_layers = validation.positive_int("num_layers", num_layers)
         num_heads = validation.positive_int("num_heads", num_heads)
-        check_heads_divide("hidden_dim", hidden_dim, "num_heads", num_heads, "768 with 12 heads")
+        validation.heads_divide("hidden_dim", hidden_dim, "num_heads", num_heads, "768 with 12 heads")
         intermediate_dim = validation.positive_int("intermediate_dim", intermediate_dim)
         dropout = validation.fraction("dropout", dropout)
         validation.choice("head", head, HEADS)

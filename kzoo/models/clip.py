@@ -22,7 +22,7 @@ from kzoo.layers.transformer import (
     TokenAndPositionEmbedding,
     TransformerEncoderBlock,
 )
-from kzoo.models.base import ZooModel, check_heads_divide
+from kzoo.models.base import ZooModel
 
 
 def clip_loss(image_embeddings, text_embeddings, logit_scale):
@@ -273,7 +273,7 @@ class CLIPDualEncoder(ZooModel):
         max_sequence_length = validation.positive_int("max_sequence_length", max_sequence_length)
         text_hidden_dim = validation.positive_int("text_hidden_dim", text_hidden_dim)
         num_text_heads = validation.positive_int("num_text_heads", num_text_heads)
-        check_heads_divide("text_hidden_dim", text_hidden_dim, "num_text_heads", num_text_heads,
+        validation.heads_divide("text_hidden_dim", text_hidden_dim, "num_text_heads", num_text_heads,
                            "256 with 4 heads")
         num_text_layers = validation.positive_int("num_text_layers", num_text_layers)
         embedding_dim = validation.positive_int("embedding_dim", embedding_dim)

@@ -136,7 +136,8 @@ class AdversarialModel(SelfTrainingModel, keras.Model):
 
     Subclasses build `self.generator` (latent vector to image in
     `value_range`) and `self.discriminator` (image to one logit) and call
-    `_finish_init`, or build the discriminator's features and call `_assemble`. Calling the model on images returns the discriminator's
+    `_finish_init` (or build the discriminator's features and call
+    `_assemble`). Calling the model on images returns the discriminator's
     logits (high means "real").
 
     A `SelfTrainingModel` whose `compile` takes one optimizer per player

@@ -24,7 +24,7 @@ from kzoo.layers.transformer import (
     TransformerDecoderBlock,
     TransformerEncoderBlock,
 )
-from kzoo.models.base import ZooModel, check_heads_divide
+from kzoo.models.base import ZooModel
 from kzoo.registry import register_model
 from kzoo.vocabulary import renamed_arguments
 
@@ -187,7 +187,7 @@ class Transformer(ZooModel):
         )
         hidden_dim = validation.positive_int("hidden_dim", hidden_dim)
         num_heads = validation.positive_int("num_heads", num_heads)
-        check_heads_divide("hidden_dim", hidden_dim, "num_heads", num_heads,
+        validation.heads_divide("hidden_dim", hidden_dim, "num_heads", num_heads,
                            "hidden_dim=512 with num_heads=8")
         num_encoder_layers = validation.positive_int("num_encoder_layers", num_encoder_layers)
         num_decoder_layers = validation.positive_int("num_decoder_layers", num_decoder_layers)
@@ -444,7 +444,7 @@ class TransformerLM(ZooModel):
         max_sequence_length = validation.positive_int("max_sequence_length", max_sequence_length)
         hidden_dim = validation.positive_int("hidden_dim", hidden_dim)
         num_heads = validation.positive_int("num_heads", num_heads)
-        check_heads_divide("hidden_dim", hidden_dim, "num_heads", num_heads,
+        validation.heads_divide("hidden_dim", hidden_dim, "num_heads", num_heads,
                            "hidden_dim=768 with num_heads=12")
         num_layers = validation.positive_int("num_layers", num_layers)
         dropout = validation.fraction("dropout", dropout)

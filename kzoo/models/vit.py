@@ -13,7 +13,7 @@ from kzoo.layers.transformer import (
     SequencePooling,
     TransformerEncoderBlock,
 )
-from kzoo.models.base import ZooModel, check_heads_divide, head
+from kzoo.models.base import ZooModel, head
 from kzoo.registry import register_variant
 from kzoo.training.search_space import FamilySpace
 from kzoo.vocabulary import renamed_arguments
@@ -93,7 +93,7 @@ class VisionTransformer(ZooModel):
         patch_size = validation.positive_int("patch_size", patch_size)
         hidden_dim = validation.positive_int("hidden_dim", hidden_dim)
         num_heads = validation.positive_int("num_heads", num_heads)
-        check_heads_divide("hidden_dim", hidden_dim, "num_heads", num_heads, "768 with 12 heads")
+        validation.heads_divide("hidden_dim", hidden_dim, "num_heads", num_heads, "768 with 12 heads")
         num_layers = validation.positive_int("num_layers", num_layers)
         validation.choice("pooling", pooling, POOLINGS)
         height, width = input_shape[:2]
